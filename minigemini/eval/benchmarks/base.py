@@ -1,0 +1,139 @@
+"""Common interface of every benchmark scorer.
+
+A `Benchmark` reads a benchmark's *officially released* files from `data_dir` and offers:
+
+* `items()`: the questions to answer, as `EvalItem`s (id, prompt containing one `<image>`
+  placeholder per image, absolute image paths, free-form `meta`). A generation runner feeds
+  each prompt (after applying the model's chat template) plus the images to the model and
+  writes one `{"question_id": ..., "text": ...}` line per item (see `minigemini.eval.answers`).
+* `question_ids()`: the ids `items()` would return, without materialising images.
+* `score(answers)`: metrics from `{question_id: raw model text}`, computed the way the
+  upstream evaluator computes them. Questions absent from `answers` are scored as wrong.
+* `write_submission(answers, out_dir)`: optional official-submission files.
+
+Options are keyword arguments declared in the subclass' `OPTIONS` mapping (name -> default);
+an unknown option raises `TypeError` naming the valid ones. All accuracy-like metrics are
+percentages in [0, 100] (MME scores use MME's own scale).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+IMAGE_TOKEN = "<image>"
+SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
+MC_LETTER_PROMPT = "Answer with the option's letter from the given choices directly."
+
+QuestionId = Any  # int or str, as the benchmark's official files spell it
+Metrics = dict[str, Any]
+
+
+class BenchmarkDataError(FileNotFoundError):
+    """An official benchmark file is missing or malformed."""
+
+
+@dataclass
+class EvalItem:
+    """One question to put to the model."""
+
+    question_id: QuestionId
+    prompt: str
+    image_paths: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Benchmark:
+    """Base class; subclasses set `name`, `LAYOUT`, `OPTIONS` and implement `items`/`score`."""
+
+    name: ClassVar[str] = ""
+    LAYOUT: ClassVar[str] = ""  # human-readable description of the expected data_dir layout
+    OPTIONS: ClassVar[dict[str, Any]] = {}
+    default_max_new_tokens: ClassVar[int] = 128
+
+    def __init__(self, data_dir: str | Path, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.OPTIONS))
+        if unknown:
+            valid = ", ".join(sorted(self.OPTIONS)) or "(none)"
+            raise TypeError(f"{self.name}: unknown option(s) {unknown}; valid options: {valid}")
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.options: dict[str, Any] = {**self.OPTIONS, **options}
+        if not self.data_dir.is_dir():
+            raise BenchmarkDataError(
+                f"{self.name}: data directory {self.data_dir} does not exist.\n"
+                f"Expected layout:\n{self.LAYOUT}")
+
+    # ---- interface -------------------------------------------------------------------
+    def items(self) -> list[EvalItem]:
+        """All questions of the benchmark, in the official order."""
+        raise NotImplementedError
+
+    def question_ids(self) -> list[QuestionId]:
+        """Ids of `items()`; subclasses override it when items() is costly (image extraction)."""
+        return [item.question_id for item in self.items()]
+
+    def score(self, answers: dict[QuestionId, str]) -> Metrics:
+        """Metrics for `answers` (question_id -> raw model output); missing ids count as wrong."""
+        raise NotImplementedError
+
+    def write_submission(self, answers: dict[QuestionId, str], out_dir: Path) -> list[Path]:
+        """Write official submission files into `out_dir`; returns their paths (none by default)."""
+        return []
+
+    # ---- helpers for subclasses --------------------------------------------------------
+    def find_file(self, *candidates: str, required: bool = True) -> Path | None:
+        """First existing `data_dir/<candidate>`; raise a layout-explaining error if none exists."""
+        for cand in candidates:
+            path = self.data_dir / cand
+            if path.exists():
+                return path
+        if not required:
+            return None
+        tried = "\n".join(f"  {self.data_dir / c}" for c in candidates)
+        raise BenchmarkDataError(
+            f"{self.name}: missing official file; looked for:\n{tried}\n"
+            f"Expected layout under --data-dir:\n{self.LAYOUT}")
+
+    def image_cache_dir(self) -> Path:
+        """Writable directory for images the benchmark ships embedded (base64/parquet bytes)."""
+        opt = self.options.get("image_cache_dir")
+        candidates = [Path(opt)] if opt else [
+            self.data_dir / "_minigemini_images",
+            Path(tempfile.gettempdir()) / "minigemini_eval_images" / self.name]
+        for cand in candidates:
+            try:
+                cand.mkdir(parents=True, exist_ok=True)
+                return cand.resolve()
+            except OSError:
+                continue
+        raise OSError(f"{self.name}: no writable image cache directory among {candidates}")
+
+
+def load_json(path: Path) -> Any:
+    """Read a JSON file (UTF-8)."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a JSON-lines file, skipping blank lines."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def pct(num: float, den: float) -> float:
+    """100 * num / den, or 0.0 when den == 0."""
+    return 100.0 * num / den if den else 0.0
+
+
+def group_accuracy(correct: list[bool], keys: list[Any]) -> dict[str, float]:
+    """Per-key accuracy (percent) of parallel lists `correct`/`keys`, keys sorted."""
+    tot: dict[str, list[int]] = {}
+    for ok, key in zip(correct, keys):
+        slot = tot.setdefault(str(key), [0, 0])
+        slot[0] += int(ok)
+        slot[1] += 1
+    return {k: pct(v[0], v[1]) for k, v in sorted(tot.items())}

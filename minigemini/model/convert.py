@@ -1,0 +1,158 @@
+"""Official MGM (and LLaVA-style) checkpoints -> MiniGeminiForCausalLM.
+
+MGM stores one flat state dict: the LLM under `model.*` / `lm_head.*`, the CLIP tower under
+`model.vision_tower.vision_tower.vision_model.*`, the ConvNeXt under `model.vision_tower_aux.
+vision_{stem,stages}.*`, mining under `model.vlm_uni_{query,aux,val}_projector.*` and the projector
+under `model.mm_projector.*`. Its inputs carry one `-200` per image; ours carry N image-token ids.
+Numerical equivalence is checked against tensors produced by the official code (tests).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from .configuration import DEFAULT_HR_TOWER, DEFAULT_LR_TOWER, MiniGeminiConfig
+
+MGM_IMAGE_TOKEN_INDEX = -200
+IGNORE_INDEX = -100
+
+# (MGM prefix, our prefix); the first match wins, so specific prefixes come first.
+KEY_MAP: list[tuple[str, str]] = [
+    ("model.vision_tower.vision_tower.vision_model.", "vision_lr.clip."),
+    ("model.vision_tower_aux.vision_stem.", "vision_hr.stem."),
+    ("model.vision_tower_aux.vision_stages.", "vision_hr.stages."),
+    ("model.vlm_uni_query_projector.", "mining.query."),
+    ("model.vlm_uni_aux_projector.", "mining.key."),
+    ("model.vlm_uni_val_projector.", "mining.value."),
+    ("model.mm_projector.", "projector."),
+    ("lm_head.", "language_model.lm_head."),
+    ("model.", "language_model.model."),
+]
+
+MGM_ARCH_TO_MODEL_TYPE = {"MGMLlamaForCausalLM": "llama", "MGMGemmaForCausalLM": "gemma",
+                          "MGMMistralForCausalLM": "mistral", "MGMMixtralForCausalLM": "mixtral"}
+MGM_ONLY_KEYS = {"mm_", "image_", "vision", "tune_", "freeze_", "optimize_", "use_mm_proj", "tokenizer_",
+                 "fixture", "architectures", "model_type", "transformers_version", "torch_dtype"}
+
+
+def convert_key(key: str) -> str:
+    """Our parameter name for an MGM checkpoint key (error if the key is unknown)."""
+    for src, dst in KEY_MAP:
+        if key.startswith(src):
+            return dst + key[len(src):]
+    raise KeyError(f"unrecognised MGM checkpoint key {key!r}")
+
+
+def convert_mgm_config(mgm: dict[str, Any], image_token_id: int | None = None) -> MiniGeminiConfig:
+    """Build our config from an MGM `config.json` dict (tower architectures from its `fixture` entry
+    when present, else from the standard CLIP ViT-L/14-336 and ConvNeXt-L presets)."""
+    arch = (mgm.get("architectures") or ["MGMLlamaForCausalLM"])[0]
+    model_type = MGM_ARCH_TO_MODEL_TYPE.get(arch)
+    if model_type is None:
+        raise ValueError(f"unsupported MGM architecture {arch!r}; known: {sorted(MGM_ARCH_TO_MODEL_TYPE)}")
+    text = {k: v for k, v in mgm.items() if not any(k.startswith(p) for p in MGM_ONLY_KEYS)}
+    text["model_type"] = model_type
+    extra = mgm.get("fixture", {})
+    lr = copy.deepcopy(DEFAULT_LR_TOWER)
+    lr["select_layer"] = mgm.get("mm_vision_select_layer", -2)
+    lr["select_feature"] = mgm.get("mm_vision_select_feature", "patch")
+    if "lr_tower" in extra:
+        clip_keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
+                     "patch_size", "hidden_act", "layer_norm_eps", "projection_dim", "num_channels")
+        lr["clip_config"] = {k: extra["lr_tower"]["config"][k] for k in clip_keys if k in extra["lr_tower"]["config"]}
+        lr["weights"] = None
+    hr = copy.deepcopy(DEFAULT_HR_TOWER)
+    if "hr_tower" in extra:
+        kw = extra["hr_tower"]["timm_convnext_kwargs"]
+        hr.update(timm_name=None, weights=None, drop_path_rate=float(kw.get("drop_path_rate", 0.0)),
+                  timm_kwargs={"depths": list(kw["depths"]), "dims": list(kw["dims"])})
+    elif "xxlarge" in str(mgm.get("mm_vision_tower_aux", "")):
+        hr.update(timm_name="convnext_xxlarge", weights="open_clip:convnext_xxlarge:laion2b_s34b_b82k_augreg_soup")
+    vocab = int(mgm["vocab_size"])
+    return MiniGeminiConfig(
+        text_config=text, vision_lr=lr, vision_hr=hr,
+        image_size=int(lr["clip_config"]["image_size"]), image_size_aux=int(mgm.get("image_size_aux", 768)),
+        image_grid=int(mgm.get("image_grid", 1) or 1), image_global=bool(mgm.get("image_global", False)),
+        image_aspect_ratio=mgm.get("image_aspect_ratio", "pad"), projector_type=mgm.get("mm_projector_type", "mlp2x_gelu"),
+        image_token_id=image_token_id if image_token_id is not None else vocab,
+        template=_template_for(model_type), pad_token_id=mgm.get("pad_token_id"),
+    )
+
+
+def _template_for(model_type: str) -> str:
+    return {"gemma": "gemma", "mixtral": "mistral_instruct", "mistral": "mistral_instruct"}.get(model_type, "vicuna_v1")
+
+
+def load_mgm_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
+    """Read every safetensors shard of an MGM checkpoint folder, renamed to our keys."""
+    folder = Path(folder)
+    shards = sorted(folder.glob("*.safetensors"))
+    shards = [s for s in shards if not s.name.startswith(("inputs", "expected"))]
+    if not shards:
+        raise FileNotFoundError(f"no *.safetensors weights in {folder} (.bin checkpoints: convert them to safetensors first)")
+    state: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as f:
+            for key in f.keys():
+                state[convert_key(key)] = f.get_tensor(key)
+    return state
+
+
+def convert_mgm_checkpoint(folder: str | Path, image_token_id: int | None = None, dtype: torch.dtype | None = None):
+    """Load an MGM checkpoint folder as a `MiniGeminiForCausalLM` (weights checked: strict load)."""
+    from .modeling import MiniGeminiForCausalLM
+
+    folder = Path(folder)
+    config = convert_mgm_config(json.loads((folder / "config.json").read_text()), image_token_id)
+    model = MiniGeminiForCausalLM(config)
+    state = load_mgm_state_dict(folder)
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not _is_ignorable_missing(k, model)]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"checkpoint {folder} does not fit the converted config: missing {missing[:5]}, "
+                         f"unexpected {result.unexpected_keys[:5]}")
+    if dtype is not None:
+        model.to(dtype)
+    return model.eval()
+
+
+def _is_ignorable_missing(key: str, model: torch.nn.Module) -> bool:
+    # Tied LM heads are stored once; CLIP layers past select_layer never run but are kept if present.
+    tied = key == "language_model.lm_head.weight" and model.config.text_config.tie_word_embeddings
+    return tied or bool(re.search(r"position_ids$", key))
+
+
+def expand_mgm_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None,
+                      image_token_id: int, tokens_per_image: int, pad_token_id: int = 0):
+    """MGM inputs (one -200 per image, right padded) -> ours (N image-token ids per image, right padded)."""
+    rows_ids, rows_labels = [], []
+    for b in range(input_ids.shape[0]):
+        valid = attention_mask[b].bool()
+        ids = input_ids[b][valid]
+        lab = labels[b][valid] if labels is not None else torch.full_like(ids, IGNORE_INDEX)
+        pieces_ids, pieces_lab = [], []
+        for tok, lb in zip(ids.tolist(), lab.tolist()):
+            if tok == MGM_IMAGE_TOKEN_INDEX:
+                pieces_ids += [image_token_id] * tokens_per_image
+                pieces_lab += [IGNORE_INDEX] * tokens_per_image
+            else:
+                pieces_ids.append(tok)
+                pieces_lab.append(lb)
+        rows_ids.append(pieces_ids)
+        rows_labels.append(pieces_lab)
+    width = max(len(r) for r in rows_ids)
+    out_ids = torch.full((len(rows_ids), width), pad_token_id, dtype=torch.long)
+    out_lab = torch.full((len(rows_ids), width), IGNORE_INDEX, dtype=torch.long)
+    out_mask = torch.zeros((len(rows_ids), width), dtype=torch.long)
+    for b, (ids, lab) in enumerate(zip(rows_ids, rows_labels)):
+        out_ids[b, : len(ids)] = torch.tensor(ids)
+        out_lab[b, : len(lab)] = torch.tensor(lab)
+        out_mask[b, : len(ids)] = 1
+    return out_ids, out_mask, (out_lab if labels is not None else None)

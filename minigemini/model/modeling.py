@@ -1,0 +1,204 @@
+"""MiniGeminiForCausalLM: two frozen towers + patch info mining + projector around ANY causal LM.
+
+The wrapped LLM is whatever `AutoModelForCausalLM.from_config(config.text_config)` builds, so no
+per-architecture subclass exists. Visual tokens replace the image-placeholder ids with one
+`masked_scatter` (the processor already expanded each `<image>` into N ids), so masks, packing,
+generation and the KV cache need no special cases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .configuration import MiniGeminiConfig
+from .mining import PatchInfoMining
+from .projector import build_projector
+from .towers import build_tower
+
+IGNORE_INDEX = -100
+IMAGE_INPUT_KEYS = ("images", "images_aux", "lr_features", "hr_features")
+
+
+class MiniGeminiPreTrainedModel(PreTrainedModel):
+    """Shared HF plumbing; only mining and projector are initialised here (towers/LLM do their own)."""
+
+    config_class = MiniGeminiConfig
+    config: MiniGeminiConfig
+    base_model_prefix = ""
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _skip_keys_device_placement = ["past_key_values"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if module is getattr(self, "mining", None) or module is getattr(self, "projector", None):
+            for sub in module.modules():
+                if hasattr(sub, "reset_parameters"):
+                    sub.reset_parameters()
+
+
+class MiniGeminiForCausalLM(MiniGeminiPreTrainedModel, GenerationMixin):
+    """Mini-Gemini: `model(input_ids, attention_mask, labels=None, images=LR, images_aux=HR)`."""
+
+    accepts_loss_kwargs = True
+
+    def __init__(self, config: MiniGeminiConfig, language_model: PreTrainedModel | None = None) -> None:
+        super().__init__(config)
+        self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
+        self.vision_lr = build_tower(config.vision_lr)
+        self.vision_hr = build_tower(config.vision_hr) if config.use_hr else None
+        lr_dim = self.vision_lr.hidden_size
+        self.mining = PatchInfoMining(lr_dim, self.vision_hr.hidden_size) if config.use_hr else None
+        self.projector = build_projector(config.projector_type, lr_dim, config.text_config.hidden_size)
+        self.post_init()
+
+    # ---- HF plumbing ---------------------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    # ---- images -> visual tokens -----------------------------------------------------------
+    def encode_lr(self, images: torch.Tensor) -> torch.Tensor:
+        """LR tower over every view: [B, 3, h, w] or [B, V, 3, h, w] -> [B*V, N, C_lr] in MGM's view order."""
+        if images.dim() == 5:
+            if self.config.image_global:  # MGM: all grid crops first, then all global views
+                images = torch.cat([images[:, :-1].flatten(0, 1), images[:, -1]], dim=0)
+            else:
+                images = images.flatten(0, 1)
+        return self.vision_lr(images)
+
+    def encode_images(
+        self,
+        images: torch.Tensor | None = None,
+        images_aux: torch.Tensor | None = None,
+        lr_features: torch.Tensor | None = None,
+        hr_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Visual tokens for the LLM, [num_images, T, D_llm] (T = N, or 5N for HD); features may come from a cache."""
+        lr = lr_features if lr_features is not None else self.encode_lr(images)
+        lr = lr.to(self.projector_dtype)
+        grid, use_global = self.config.image_grid, self.config.image_global
+        n_img = lr.shape[0] // self.config.num_views
+        if self.mining is not None:
+            hr = hr_features if hr_features is not None else self.vision_hr(images_aux)
+            hr = hr.to(lr.dtype)
+            windows = hr
+            if grid > 1:
+                b, c, h, w = hr.shape
+                windows = hr.reshape(b, c, grid, h // grid, grid, w // grid).permute(0, 2, 4, 1, 3, 5)
+                windows = windows.reshape(b * grid * grid, c, h // grid, w // grid)
+                if use_global:
+                    glob = F.interpolate(hr.float(), scale_factor=1 / grid, mode="bilinear", align_corners=False)
+                    windows = torch.cat([windows, glob.to(hr.dtype)], dim=0)
+            lr = self.mining(lr, windows)  # one batched call over crops and global views
+        if grid > 1:
+            crops = lr[: n_img * grid * grid].reshape(n_img, grid * grid * lr.shape[1], lr.shape[2])
+            lr = torch.cat([lr[n_img * grid * grid:], crops], dim=1) if use_global else crops
+        return self.projector(lr)
+
+    @property
+    def projector_dtype(self) -> torch.dtype:
+        return next(self.projector.parameters()).dtype
+
+    def embed_tokens(self, input_ids: torch.Tensor, visual: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings with the visual tokens written where `input_ids == image_token_id`."""
+        image_mask = input_ids == self.config.image_token_id
+        embeds = self.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
+        n_slots = int(image_mask.sum())
+        if visual is None:
+            if n_slots:
+                raise ValueError(f"input_ids hold {n_slots} image tokens but no images were given")
+            return embeds
+        if n_slots != visual.shape[0] * visual.shape[1]:
+            raise ValueError(
+                f"input_ids hold {n_slots} image tokens but {visual.shape[0]} images give "
+                f"{visual.shape[0]} x {visual.shape[1]} visual tokens; each <image> must expand to "
+                f"{visual.shape[1]} ids (use MiniGeminiProcessor)")
+        return embeds.masked_scatter(image_mask.unsqueeze(-1), visual.to(embeds.dtype))
+
+    # ---- forward -----------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Any = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        images: torch.Tensor | None = None,
+        images_aux: torch.Tensor | None = None,
+        lr_features: torch.Tensor | None = None,
+        hr_features: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
+        """Causal-LM forward; with labels and `config.supervised_logits_only`, logits are only
+        computed at supervised positions (returned `logits` is then None) — same loss, less work."""
+        if inputs_embeds is None:
+            has_images = images is not None or lr_features is not None
+            visual = self.encode_images(images, images_aux, lr_features, hr_features) if has_images else None
+            inputs_embeds = self.embed_tokens(input_ids, visual)
+        lm_kwargs = dict(attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values,
+                         inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
+        if labels is not None and self.config.supervised_logits_only:
+            out = self.language_model.get_decoder()(**lm_kwargs)
+            loss = self._supervised_loss(out.last_hidden_state, labels, num_items_in_batch)
+            return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=out.past_key_values,
+                                          hidden_states=out.hidden_states, attentions=out.attentions)
+        out = self.language_model(logits_to_keep=logits_to_keep, **lm_kwargs)
+        loss = None
+        if labels is not None:
+            shift = labels[:, 1:]
+            keep = shift != IGNORE_INDEX
+            loss = _cross_entropy(out.logits[:, :-1][keep], shift[keep], num_items_in_batch)
+        return CausalLMOutputWithPast(loss=loss, logits=out.logits, past_key_values=out.past_key_values,
+                                      hidden_states=out.hidden_states, attentions=out.attentions)
+
+    def _supervised_loss(self, hidden: torch.Tensor, labels: torch.Tensor, num_items: Any) -> torch.Tensor:
+        shift = labels[:, 1:]
+        keep = shift != IGNORE_INDEX
+        logits = self.get_output_embeddings()(hidden[:, :-1][keep])
+        cap = getattr(self.config.text_config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        scale = getattr(self.config.text_config, "logit_scale", None)
+        if scale:
+            logits = logits * scale
+        return _cross_entropy(logits, shift[keep], num_items)
+
+    def prepare_inputs_for_generation(self, *args: Any, is_first_iteration: bool | None = False, **kwargs: Any) -> dict:
+        """Images are consumed at prefill; later steps read them from the KV cache."""
+        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            for key in IMAGE_INPUT_KEYS:
+                model_inputs.pop(key, None)
+        return model_inputs
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor, num_items: Any) -> torch.Tensor:
+    """Mean CE over all supervised tokens of the batch (or over `num_items` under grad accumulation)."""
+    total = F.cross_entropy(logits.float(), targets, reduction="sum")
+    denom = num_items if num_items is not None else targets.numel()
+    if isinstance(denom, torch.Tensor):
+        denom = denom.to(total.device)
+    return total / max(denom, 1) if not isinstance(denom, torch.Tensor) else total / denom.clamp(min=1)

@@ -1,0 +1,2 @@
+class MiniGeminiProcessor:  # placeholder replaced below
+    pass
