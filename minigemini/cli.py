@@ -1,0 +1,53 @@
+"""`minigemini` command line: thin; each area registers its own subcommands.
+
+Every area module exposes `register(subparsers)`, adding parsers whose `func(args)` runs the job.
+Heavy imports happen inside those functions, so `minigemini --help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+AREAS = [
+    "minigemini.train.commands",  # train, merge-lora
+    "minigemini.eval.commands",  # eval
+    "minigemini.infer.commands",  # chat, serve
+    "minigemini.data.commands",  # prep validate|convert|synthetic|cache-features
+    "minigemini.model.commands",  # convert (official MGM checkpoints)
+    "minigemini.demo",  # demo
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser; an area whose module is missing is simply not offered."""
+    parser = argparse.ArgumentParser(prog="minigemini", description=__doc__.splitlines()[0])
+    from minigemini import __version__
+
+    parser.add_argument("--version", action="version", version=f"minigemini {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for area in AREAS:
+        try:
+            module = importlib.import_module(area)
+        except ModuleNotFoundError as exc:
+            if exc.name == area:
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `minigemini` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    result = args.func(args)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
