@@ -99,20 +99,25 @@ class MiniGeminiForCausalLM(MiniGeminiPreTrainedModel, GenerationMixin):
         n_img = lr.shape[0] // self.config.num_views
         if self.mining is not None:
             hr = hr_features if hr_features is not None else self.vision_hr(images_aux)
-            hr = hr.to(lr.dtype)
-            windows = hr
-            if grid > 1:
-                b, c, h, w = hr.shape
-                windows = hr.reshape(b, c, grid, h // grid, grid, w // grid).permute(0, 2, 4, 1, 3, 5)
-                windows = windows.reshape(b * grid * grid, c, h // grid, w // grid)
-                if use_global:
-                    glob = F.interpolate(hr.float(), scale_factor=1 / grid, mode="bilinear", align_corners=False)
-                    windows = torch.cat([windows, glob.to(hr.dtype)], dim=0)
-            lr = self.mining(lr, windows)  # one batched call over crops and global views
+            lr = self.mining(lr, self.hr_windows(hr.to(lr.dtype)))  # one batched call over all views
         if grid > 1:
             crops = lr[: n_img * grid * grid].reshape(n_img, grid * grid * lr.shape[1], lr.shape[2])
             lr = torch.cat([lr[n_img * grid * grid:], crops], dim=1) if use_global else crops
         return self.projector(lr)
+
+    def hr_windows(self, hr: torch.Tensor) -> torch.Tensor:
+        """HR map per LR view, in `encode_lr`'s view order: HD splits the map into grid x grid crops
+        and gives each global view the map downsampled by 1/grid (MGM)."""
+        grid = self.config.image_grid
+        if grid == 1:
+            return hr
+        b, c, h, w = hr.shape
+        crops = hr.reshape(b, c, grid, h // grid, grid, w // grid).permute(0, 2, 4, 1, 3, 5)
+        crops = crops.reshape(b * grid * grid, c, h // grid, w // grid)
+        if not self.config.image_global:
+            return crops
+        glob = F.interpolate(hr.float(), scale_factor=1 / grid, mode="bilinear", align_corners=False)
+        return torch.cat([crops, glob.to(hr.dtype)], dim=0)
 
     @property
     def projector_dtype(self) -> torch.dtype:

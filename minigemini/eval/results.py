@@ -1,0 +1,61 @@
+"""Writing scores: `results.json` (metric name -> value) and a markdown table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+META_KEY = "meta"
+
+
+def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested metric dicts as (dotted.name, value) pairs, in insertion order."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows.extend(flatten_metrics(value, prefix=f"{name}."))
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value[:20])) + (" ..." if len(value) > 20 else "")
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def results_table(results: dict[str, Any], title: str | None = None) -> str:
+    """Markdown table of the metrics in `results` (the `meta` entry summarised below it)."""
+    meta = results.get(META_KEY, {})
+    lines = [f"## {title}", ""] if title else []
+    lines += ["| metric | value |", "| --- | --- |"]
+    metrics = {k: v for k, v in results.items() if k != META_KEY}
+    lines += [f"| {name} | {_fmt(value)} |" for name, value in flatten_metrics(metrics)]
+    if meta:
+        lines.append("")
+        for key in ("benchmark", "predictions", "num_questions", "num_answered", "num_missing",
+                    "num_unknown_ids", "num_duplicate_ids"):
+            if key in meta:
+                lines.append(f"- {key}: {meta[key]}")
+        if meta.get("missing_ids"):
+            lines.append(f"- missing ids (scored as wrong): {_fmt(meta['missing_ids'])}")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict[str, Any], out_dir: str | Path,
+                  stem: str = "results", title: str | None = None) -> tuple[Path, Path]:
+    """Write `<stem>.json` and `<stem>.md` into `out_dir`; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str) + "\n",
+                         encoding="utf-8")
+    md_path.write_text(results_table(results, title=title), encoding="utf-8")
+    return json_path, md_path
