@@ -100,7 +100,12 @@ class MiniGeminiConfig(PretrainedConfig):
     @property
     def lr_patch_size(self) -> int:
         """Patch size of the LR ViT."""
-        return int(self.vision_lr.get("clip_config", {}).get("patch_size", self.vision_lr.get("patch_size", 14)))
+        spec = self.vision_lr
+        if "clip_config" in spec:
+            return int(spec["clip_config"].get("patch_size", 14))
+        if "model_cfg" in spec:
+            return int(spec["model_cfg"]["vision_cfg"].get("patch_size", 14))
+        return int(spec.get("patch_size", 14))
 
     @property
     def tokens_per_view(self) -> int:

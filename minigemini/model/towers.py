@@ -80,6 +80,48 @@ class LowResTower(FrozenAwareTower):
         self.clip.load_state_dict(loaded.state_dict(), strict=True)
 
 
+class OpenClipLowResTower(FrozenAwareTower):
+    """CLIP ViT through open_clip (`forward_intermediates`); architecture from `model_cfg` or the
+    open_clip registry (`model_name`, bundled with the package: no download)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__()
+        import open_clip
+        from open_clip.model import _build_vision_tower
+
+        self.spec = spec
+        cfg = spec.get("model_cfg") or open_clip.get_model_config(spec["model_name"])
+        if cfg is None:
+            raise ValueError(f"open_clip has no config for {spec.get('model_name')!r}; give model_cfg in the tower spec")
+        self.model_name = spec.get("model_name")
+        self.visual = _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu=cfg.get("quick_gelu", False))
+        self.hidden_size = int(self.visual.transformer.width)
+        layers = int(self.visual.transformer.layers)
+        select = int(spec.get("select_layer", -2))
+        used = layers + 1 + select if select < 0 else select
+        if not 1 <= used <= layers:
+            raise ValueError(f"select_layer {select} is out of range for a {layers}-layer open_clip ViT")
+        self.block_index = used - 1  # output of block i == HF hidden_states[i + 1]
+        if spec.get("select_feature", "patch") != "patch":
+            raise ValueError("the open_clip LR backend supports select_feature='patch' only")
+
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        dtype = self.visual.conv1.weight.dtype
+        out = self.visual.forward_intermediates(pixel_values.to(dtype), indices=[self.block_index], stop_early=True,
+                                                intermediates_only=True, output_fmt="NLC")
+        return out["image_intermediates"][0]
+
+    def load_pretrained(self, weights: str) -> None:
+        """Weights: an open_clip pretrained tag or file for `model_name`, or `local-dir:/path`."""
+        import open_clip
+
+        if weights.startswith("local-dir:"):
+            model = open_clip.create_model(weights)
+        else:
+            model = open_clip.create_model(self.model_name, pretrained=weights)
+        self.visual.load_state_dict(model.visual.state_dict(), strict=True)
+
+
 class HighResTower(FrozenAwareTower):
     """timm ConvNeXt stem + 4 stages; MGM's multi-stage feature map."""
 
@@ -117,7 +159,8 @@ class HighResTower(FrozenAwareTower):
         return torch.cat(ups, dim=1).contiguous()
 
     def load_pretrained(self, weights: str) -> None:
-        """Load ConvNeXt weights: `open_clip:NAME:TAG`, `timm:NAME`, or a local .safetensors file/folder."""
+        """Load ConvNeXt weights: `open_clip:NAME:TAG`, `open_clip:local-dir:/path`, `timm:NAME`,
+        or a local .safetensors file/folder."""
         state = _convnext_state_dict(weights)
         own = {k: v for k, v in state.items() if k.startswith(("stem.", "stages."))}
         missing, unexpected = self.load_state_dict(own, strict=False)
@@ -129,8 +172,12 @@ def _convnext_state_dict(weights: str) -> dict[str, torch.Tensor]:
     if weights.startswith("open_clip:"):
         import open_clip
 
-        _, name, tag = weights.split(":", 2)
-        model = open_clip.create_model(name, pretrained=tag)
+        source = weights[len("open_clip:"):]
+        if source.startswith("local-dir:"):
+            model = open_clip.create_model(source)
+        else:
+            name, _, tag = source.partition(":")
+            model = open_clip.create_model(name, pretrained=tag or None)
         return model.visual.trunk.state_dict()
     if weights.startswith("timm:"):
         import timm
@@ -146,7 +193,7 @@ def _convnext_state_dict(weights: str) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-TOWER_BACKENDS = {"hf_clip": LowResTower, "timm_convnext": HighResTower}
+TOWER_BACKENDS = {"hf_clip": LowResTower, "open_clip_vit": OpenClipLowResTower, "timm_convnext": HighResTower}
 
 
 def build_tower(spec: dict[str, Any], frozen: bool = True) -> FrozenAwareTower:
