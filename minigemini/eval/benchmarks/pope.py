@@ -12,7 +12,8 @@ Official files read (LLaVA layout `playground/data/eval/pope`):
 Evaluator followed: LLaVA `llava/eval/eval_pope.py`: keep the text before the first '.',
 drop commas, split on spaces; "No"/"no"/"not" among the words -> no, otherwise yes. Labels
 are matched to questions by (split, image, question text) instead of by file position. A
-missing answer is scored as wrong (counted as the opposite of its label).
+missing answer is scored as wrong (counted as the opposite of its label). Top-level metrics are
+the means over the splits (LLaVA-1.5 / Mini-Gemini report the mean F1); `per_split` has each.
 """
 
 from __future__ import annotations
