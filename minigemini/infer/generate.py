@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from PIL import Image
-from transformers import GenerationConfig, TextIteratorStreamer
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from minigemini.model import MiniGeminiForCausalLM
 from minigemini.model.processing import MiniGeminiProcessor
@@ -40,6 +40,16 @@ class GenerationOptions:
     def updated(self, **changes: Any) -> "GenerationOptions":
         """A copy with `changes` applied (None values ignored)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass
+class GenerationResult:
+    """One answer with its token counts; `finish_reason` is "stop" (ended by itself) or "length"."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -93,6 +103,7 @@ class Generator:
         self.processor = processor
         self.template_name = template or getattr(model.config, "template", None) or processor.config.template
         self._template_stops, self._template_eos = template_stops(self.template_name, processor)
+        self._add_bos = template_needs_bos(self.template_name)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None,
@@ -142,24 +153,40 @@ class Generator:
         if len(images) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists; give one list per prompt")
         flat = [im for per_prompt in images for im in per_prompt]
-        batch = self.processor(list(prompts), images=flat or None, padding_side="left")
+        batch = self.processor(list(prompts), images=flat or None, add_bos=self._add_bos, padding_side="left")
         dtype = self.model.projector_dtype
         return {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device)) for k, v in batch.items()}
 
-    @torch.inference_mode()
     def generate(self, prompts: Sequence[str], images: Sequence[Sequence[ImageLike]] | None = None,
                  options: GenerationOptions | None = None) -> list[str]:
         """Answers to already-templated `prompts` (one image list per prompt, in placeholder order)."""
+        return [r.text for r in self.generate_detailed(prompts, images, options)]
+
+    @torch.inference_mode()
+    def generate_detailed(self, prompts: Sequence[str], images: Sequence[Sequence[ImageLike]] | None = None,
+                          options: GenerationOptions | None = None) -> list["GenerationResult"]:
+        """Like `generate`, with token counts and whether each answer ended by itself or hit the limit."""
         options = options or GenerationOptions()
         if not prompts:
             return []
         batch = self.encode(prompts, images)
         self._seed(options)
-        out = self.model.generate(**batch, **self.generation_kwargs(options))
+        kwargs = self.generation_kwargs(options)
+        out = self.model.generate(**batch, **kwargs)
         new_tokens = out[:, batch["input_ids"].shape[1]:]
         texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
         stops = self.stop_strings(options)
-        return [cut_at_stop(t, stops).strip() for t in texts]
+        pad = self.processor.tokenizer.pad_token_id
+        eos = set(kwargs["generation_config"].eos_token_id or [])
+        results = []
+        for row, ids, text in zip(batch["attention_mask"], new_tokens.tolist(), texts):
+            cut = cut_at_stop(text, stops)
+            n = len(ids)
+            while n and ids[n - 1] == pad and pad not in eos:
+                n -= 1
+            ended = len(cut) < len(text) or (n > 0 and ids[n - 1] in eos) or n < options.max_new_tokens
+            results.append(GenerationResult(cut.strip(), int(row.sum()), n, "stop" if ended else "length"))
+        return results
 
     def stream(self, prompt: str, images: Sequence[ImageLike] = (),
                options: GenerationOptions | None = None) -> Iterator[str]:
@@ -167,21 +194,26 @@ class Generator:
         options = options or GenerationOptions()
         batch = self.encode([prompt], [list(images)])
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancel = threading.Event()
         failure: list[BaseException] = []
 
         def work() -> None:
             try:
                 with torch.inference_mode():
                     self._seed(options)
-                    self.model.generate(**batch, **self.generation_kwargs(options), streamer=streamer)
+                    self.model.generate(**batch, **self.generation_kwargs(options), streamer=streamer,
+                                        stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]))
             except BaseException as exc:  # re-raised in the caller's thread below
                 failure.append(exc)
                 streamer.end()
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        yield from hold_back_stops(streamer, self.stop_strings(options))
-        thread.join()
+        try:
+            yield from hold_back_stops(streamer, self.stop_strings(options))
+        finally:  # also when the caller stops early (Ctrl-C, break): end the generation thread
+            cancel.set()
+            thread.join()
         if failure:
             raise failure[0]
 
@@ -189,6 +221,16 @@ class Generator:
     def _seed(options: GenerationOptions) -> None:
         if options.do_sample and options.seed is not None:
             torch.manual_seed(options.seed)
+
+
+class _Cancelled(StoppingCriteria):
+    """Stops generation once `event` is set (the streaming consumer went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 def hold_back_stops(pieces: Iterator[str], stops: Sequence[str]) -> Iterator[str]:
@@ -214,18 +256,25 @@ def hold_back_stops(pieces: Iterator[str], stops: Sequence[str]) -> Iterator[str
 
 # ---- conversation templates (owned by minigemini.data.templates) -------------------------------
 def render_chat_prompt(template: str, messages: Sequence[Message], processor: MiniGeminiProcessor) -> str:
-    """`messages` rendered with the named template up to the assistant's turn."""
+    """`messages` rendered with the named template up to the assistant's turn (BOS not included)."""
     from minigemini.data.templates import render_prompt
 
     return render_prompt(template, list(messages), processor)
 
 
-def template_stops(template: str, processor: MiniGeminiProcessor) -> tuple[list[str], list[int]]:
-    """(stop strings, extra end-of-turn token ids) declared by the named template."""
-    from minigemini.data.templates import get_template
+def template_needs_bos(template: str) -> bool:
+    """Whether prompts of this template start with the tokenizer's BOS id."""
+    from minigemini.data.templates import needs_bos
 
-    tpl = get_template(template)
-    stops = [s for s in (getattr(tpl, "stop_strings", None) or []) if s]
-    vocab = processor.tokenizer.get_vocab()
-    eos_ids = [vocab[t] for t in (getattr(tpl, "eos_tokens", None) or []) if t in vocab]
-    return stops, eos_ids
+    return needs_bos(template)
+
+
+def template_stops(template: str, processor: MiniGeminiProcessor) -> tuple[list[str], list[int]]:
+    """(stop strings, end-of-turn token ids) of the named template; one-token markers become ids."""
+    from minigemini.data.templates import stop_strings, stop_token_ids
+
+    tok = processor.tokenizer
+    eos_ids = stop_token_ids(template, tok)
+    strings = [s for s in stop_strings(template, tok)
+               if s and len(tok(s, add_special_tokens=False)["input_ids"]) != 1]
+    return strings, eos_ids

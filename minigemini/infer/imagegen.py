@@ -61,18 +61,33 @@ def load_diffusion_pipeline(name_or_path: str | Path = DEFAULT_DIFFUSION_MODEL, 
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "use_safetensors": True}
-    if torch_dtype == torch.float16 and str(name_or_path) == DEFAULT_DIFFUSION_MODEL:
+    kwargs: dict[str, Any] = {_dtype_argument(): torch_dtype, "use_safetensors": True}
+    name = str(name_or_path)
+    local = Path(name).expanduser()
+    if local.is_dir():
+        name = str(local)
+    elif isinstance(name_or_path, Path) or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FileNotFoundError(f"diffusion pipeline folder {name} does not exist; pass --diffusion-model with a "
+                                f"folder written by `pipeline.save_pretrained` or a hub id (default "
+                                f"{DEFAULT_DIFFUSION_MODEL})")
+    if torch_dtype == torch.float16 and name == DEFAULT_DIFFUSION_MODEL:
         kwargs["variant"] = "fp16"
     try:
-        pipe = diffusers.DiffusionPipeline.from_pretrained(str(name_or_path), **kwargs)
-    except OSError as exc:
+        pipe = diffusers.DiffusionPipeline.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
         raise OSError(f"could not load the diffusion pipeline {name_or_path!r}: {exc}\n"
                       "Pass --diffusion-model with a local pipeline folder, or allow downloads from the hub "
                       "(unset HF_HUB_OFFLINE).") from exc
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
     return pipe.to(dev)
+
+
+def _dtype_argument() -> str:
+    """`dtype` on recent diffusers (where `torch_dtype` is deprecated), `torch_dtype` before."""
+    from diffusers.utils import deprecation_utils
+
+    return "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
 
 
 @dataclass

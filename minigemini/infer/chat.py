@@ -1,0 +1,207 @@
+"""`minigemini chat`: talk to a model about images, in a terminal or single-shot.
+
+The conversation template is the one the model's config names (`config.template`). Images given
+with `--image` (or `/image PATH` during the chat) are attached to the next user turn as `<image>`
+placeholders. Interactive answers stream token by token; `--prompt` answers once and exits
+(greedy by default, so the same input gives the same output). With `--generate-images` the
+answer's `<h>...</h>` description is drawn by a diffusers pipeline (see `imagegen.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .generate import GenerationOptions, Generator, ImageLike
+from .imagegen import DEFAULT_MARKERS, DEFAULT_TRIGGER, add_generation_request, images_for_answer
+
+HELP = "commands: /image PATH (attach to the next message), /reset (new conversation), /quit"
+
+
+class ChatSession:
+    """A multi-turn conversation: messages so far, images so far, and the generation settings."""
+
+    def __init__(self, generator: Generator, images: Sequence[ImageLike] = (), options: GenerationOptions | None = None,
+                 system: str | None = None, image_generator: Any = None, image_out: str | Path = "chat_images",
+                 markers: Sequence[str] = DEFAULT_MARKERS, trigger: str = DEFAULT_TRIGGER) -> None:
+        self.generator = generator
+        self.options = options or GenerationOptions(max_new_tokens=512)
+        self.system = system
+        self.image_generator = image_generator
+        self.image_out = Path(image_out)
+        self.markers, self.trigger = tuple(markers), trigger
+        self.reset()
+        for image in images:
+            self.add_image(image)
+
+    def reset(self) -> None:
+        """Forget the conversation and its images."""
+        self.messages: list[dict[str, str]] = [{"role": "system", "content": self.system}] if self.system else []
+        self.images: list[ImageLike] = []
+        self.pending: list[ImageLike] = []
+        self.turn = 0
+
+    def add_image(self, image: ImageLike) -> None:
+        """Attach an image (checked now) to the next user message."""
+        from minigemini.model.processing import load_image
+
+        if isinstance(image, (str, Path)) and not Path(image).is_file():
+            raise FileNotFoundError(f"image {image} does not exist")
+        load_image(image)  # fail early on unreadable files
+        self.pending.append(image)
+
+    def user_message(self, text: str) -> str:
+        """`text` with one `<image>` line per pending image (unless the text already places them)."""
+        token = self.generator.processor.config.image_token
+        placed = text.count(token)
+        if placed and placed != len(self.pending):
+            raise ValueError(f"the message holds {placed} {token} placeholders but {len(self.pending)} new images "
+                             "are attached; attach one image per placeholder (or write no placeholder)")
+        if not placed:
+            text = f"{token}\n" * len(self.pending) + text
+        if self.image_generator is not None:
+            text = add_generation_request(text, self.trigger)
+        return text
+
+    def ask(self, text: str, on_piece: Callable[[str], None] | None = None) -> str:
+        """The model's answer to `text` (streamed piece by piece to `on_piece` if given); kept in the history."""
+        message = self.user_message(text)
+        images = [*self.images, *self.pending]
+        prompt = self.generator.chat_prompt([*self.messages, {"role": "user", "content": message}])
+        if on_piece is None:
+            answer = self.generator.generate([prompt], [images], self.options)[0]
+        else:
+            pieces = []
+            for piece in self.generator.stream(prompt, images, self.options):
+                pieces.append(piece)
+                on_piece(piece)
+            answer = "".join(pieces).strip()
+        self.messages += [{"role": "user", "content": message}, {"role": "assistant", "content": answer}]
+        self.images, self.pending = images, []
+        self.turn += 1
+        return answer
+
+    def draw(self, answer: str) -> dict[str, Any] | None:
+        """Images for the answer's `<h>...</h>` descriptions, saved with the answer under `image_out`."""
+        if self.image_generator is None:
+            return None
+        return images_for_answer(answer, self.image_generator, self.image_out, stem=f"turn{self.turn}",
+                                 markers=self.markers)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `chat` command."""
+    p = subparsers.add_parser("chat", help="chat with a model about images (interactive, or one --prompt)",
+                              description=__doc__.split("\n\n")[1].replace("\n", " "))
+    p.add_argument("--model", required=True, help="minigemini model folder")
+    p.add_argument("--image", action="append", default=[], metavar="FILE", help="image for the first message "
+                   "(repeatable)")
+    p.add_argument("--prompt", default=None, help="answer this one message and exit")
+    p.add_argument("--system", default=None, help="system message")
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default, deterministic)")
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--template", default=None, help="override the conversation template named in the model config")
+    add_image_generation_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_image_generation_arguments(p: argparse.ArgumentParser) -> None:
+    """The --generate-images family of options."""
+    from .imagegen import DEFAULT_DIFFUSION_MODEL
+
+    g = p.add_argument_group("image generation (needs diffusers: pip install 'minigemini[gen]')")
+    g.add_argument("--generate-images", action="store_true",
+                   help="ask for an image description (<h>...</h>) and draw it with a diffusion pipeline")
+    g.add_argument("--diffusion-model", default=DEFAULT_DIFFUSION_MODEL, help="pipeline folder or hub id")
+    g.add_argument("--image-out", default="chat_images", help="folder for generated images + answers")
+    g.add_argument("--gen-height", type=int, default=None)
+    g.add_argument("--gen-width", type=int, default=None)
+    g.add_argument("--gen-steps", type=int, default=30)
+    g.add_argument("--gen-guidance", type=float, default=7.5)
+    g.add_argument("--gen-markers", nargs=2, default=list(DEFAULT_MARKERS), metavar=("OPEN", "CLOSE"))
+    g.add_argument("--gen-trigger", default=DEFAULT_TRIGGER, help="appended to the user message (MGM: ' <GEN>')")
+
+
+def options_from_args(args: argparse.Namespace) -> GenerationOptions:
+    """Decoding options from CLI arguments (temperature 0 = greedy)."""
+    sample = args.temperature > 0
+    return GenerationOptions(max_new_tokens=args.max_new_tokens, do_sample=sample,
+                             temperature=args.temperature if sample else 1.0, top_p=args.top_p, seed=args.seed)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `minigemini chat` from parsed arguments."""
+    image_generator = None
+    if args.generate_images:
+        from .imagegen import ImageGenerator
+
+        image_generator = ImageGenerator.from_pretrained(
+            args.diffusion_model, device=args.device, dtype=args.dtype, height=args.gen_height,
+            width=args.gen_width, num_inference_steps=args.gen_steps, guidance_scale=args.gen_guidance)
+    generator = Generator.from_pretrained(args.model, device=args.device, dtype=args.dtype, template=args.template)
+    session = ChatSession(generator, args.image, options_from_args(args), system=args.system,
+                          image_generator=image_generator, image_out=args.image_out, markers=args.gen_markers,
+                          trigger=args.gen_trigger)
+    if args.prompt is not None:
+        answer = session.ask(args.prompt)
+        print(answer)
+        report_images(session.draw(answer))
+        return 0
+    return interactive(session)
+
+
+def report_images(record: dict[str, Any] | None) -> None:
+    """Print where generated images went (or why none were made)."""
+    if record is None:
+        return
+    for path in record["images"]:
+        print(f"[image saved: {path}]")
+    if not record["images"]:
+        why = " (an opening marker was never closed)" if record.get("unclosed_marker") else ""
+        print(f"[no image description in the answer{why}]", file=sys.stderr)
+
+
+def interactive(session: ChatSession) -> int:
+    """The terminal loop: read a line, stream the answer; /image, /reset, /quit."""
+    print(f"minigemini chat ({session.generator.template_name} template). {HELP}", file=sys.stderr)
+    while True:
+        try:
+            line = input("USER: ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 0
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            return 0
+        if line == "/reset":
+            session.reset()
+            print("[conversation cleared]", file=sys.stderr)
+            continue
+        if line.startswith("/image"):
+            try:
+                session.add_image(line[len("/image"):].strip())
+                print(f"[{len(session.pending)} image(s) attached to the next message]", file=sys.stderr)
+            except (OSError, ValueError) as exc:
+                print(f"[cannot use that image: {exc}]", file=sys.stderr)
+            continue
+        if line.startswith("/"):
+            print(HELP, file=sys.stderr)
+            continue
+        print("ASSISTANT: ", end="", flush=True)
+        try:
+            answer = session.ask(line, on_piece=lambda piece: print(piece, end="", flush=True))
+        except ValueError as exc:
+            print(f"\n[{exc}]", file=sys.stderr)
+            continue
+        except KeyboardInterrupt:
+            print("\n[interrupted]", file=sys.stderr)
+            continue
+        print()
+        report_images(session.draw(answer))
