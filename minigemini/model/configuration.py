@@ -86,7 +86,12 @@ class MiniGeminiConfig(PretrainedConfig):
         self.template = template
         self.supervised_logits_only = supervised_logits_only
         kwargs.setdefault("tie_word_embeddings", False)
+        text_attn = getattr(self.text_config, "_attn_implementation", None)
         super().__init__(**kwargs)
+        if text_attn is not None and self.text_config._attn_implementation is None:
+            # PretrainedConfig propagates the top-level attn_implementation (None) into sub-configs; an
+            # already-built LLM sharing this text_config would lose its causal attention dispatch.
+            self.text_config._attn_implementation = text_attn
         self._check()
 
     def _check(self) -> None:

@@ -165,3 +165,19 @@ def test_lr_only_baseline_has_no_hr_parts() -> None:
     with torch.no_grad():
         out = model(ids, mask, labels=labels, images=images)
     assert torch.isfinite(out.loss)
+
+
+def test_prebuilt_llm_keeps_causal_attention() -> None:
+    from minigemini.model.configuration import tiny_text_config
+
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_config(tiny_text_config("llama"))
+    model = MiniGeminiForCausalLM(MiniGeminiConfig.tiny(text_config=lm.config), language_model=lm).eval()
+    assert model.language_model.config._attn_implementation == "sdpa"
+    ids = torch.randint(3, 500, (1, 10))
+    changed = ids.clone()
+    changed[0, -1] = 7
+    with torch.no_grad():
+        a = model(ids).logits
+        b = model(changed).logits
+    torch.testing.assert_close(a[0, :-1], b[0, :-1])  # a later token must not change earlier logits

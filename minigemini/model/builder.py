@@ -1,0 +1,286 @@
+"""Build a MiniGemini model + processor for training from a model spec.
+
+A spec (`minigemini.config.ModelConfig`, or any object with the same attributes) names the LLM
+(hub id or local folder, loaded with `AutoModelForCausalLM.from_pretrained(trust_remote_code=False)`),
+the two towers (architecture read from their hub/local config, weights via `tower.load_pretrained`)
+and the connector. `preset: tiny` first writes a random-init tiny base (LLM + tokenizer trained on
+the run's texts + towers) to `spec.tiny_dir`, then loads it through the very same local-folder path.
+
+Stage 2 loads the stage-1 connector (mining + projector) explicitly with `load_connector`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from .configuration import MiniGeminiConfig
+from .modeling import MiniGeminiForCausalLM
+from .processing import MiniGeminiProcessor
+
+logger = logging.getLogger(__name__)
+
+CONNECTOR_FILE = "mm_projector.safetensors"
+CONNECTOR_PARTS = ("mining", "projector")
+HR_CONFIG_FILE = "convnext_config.json"
+TINY_MARKER = "tiny_base.json"
+
+
+# ---- towers ---------------------------------------------------------------------------------------
+
+
+def lr_tower_spec(source: str, image_size: int, select_layer: int = -2) -> dict[str, Any]:
+    """LR tower dict for `MiniGeminiConfig.vision_lr`, architecture read from a CLIP hub id / folder."""
+    from transformers import CLIPVisionConfig
+
+    cfg = CLIPVisionConfig.from_pretrained(source)
+    if cfg.image_size != image_size:
+        raise ValueError(f"model.image_size={image_size} but the CLIP tower {source!r} was trained at "
+                         f"{cfg.image_size}px; set model.image_size={cfg.image_size}")
+    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
+            "patch_size", "hidden_act", "layer_norm_eps", "projection_dim")
+    return {"backend": "hf_clip", "weights": source, "select_layer": select_layer, "select_feature": "patch",
+            "clip_config": {k: getattr(cfg, k) for k in keys}}
+
+
+def hr_tower_spec(source: str, arch: str | None = None) -> dict[str, Any]:
+    """HR tower dict: `open_clip:NAME:TAG`, `timm:NAME`, or a local folder/file with `convnext_config.json`."""
+    spec: dict[str, Any] = {"backend": "timm_convnext", "weights": source, "timm_name": None,
+                            "timm_kwargs": {}, "drop_path_rate": 0.0}
+    if arch:
+        spec["timm_name"] = arch
+    elif source.startswith("open_clip:"):
+        import open_clip
+
+        name = source.split(":")[1]
+        vision = (open_clip.get_model_config(name) or {}).get("vision_cfg", {})
+        if "timm_model_name" not in vision:
+            raise ValueError(f"open_clip model {name!r} is not a timm ConvNeXt; set model.vision_hr_arch")
+        spec["timm_name"] = vision["timm_model_name"]
+        spec["drop_path_rate"] = float(vision.get("timm_drop_path", 0.0) or 0.0)
+    elif source.startswith("timm:"):
+        spec["timm_name"] = source[5:]
+    else:
+        folder = Path(source) if Path(source).is_dir() else Path(source).parent
+        cfg_file = folder / HR_CONFIG_FILE
+        if not cfg_file.is_file():
+            raise FileNotFoundError(f"{cfg_file} not found: a local HR tower needs it (timm_name or timm_kwargs), "
+                                    "or set model.vision_hr_arch=convnext_large")
+        spec.update(json.loads(cfg_file.read_text()))
+    return spec
+
+
+# ---- connector (stage 1 -> stage 2) ------------------------------------------------------------------
+
+
+def connector_state_dict(model: MiniGeminiForCausalLM) -> dict[str, torch.Tensor]:
+    """The mining + projector weights (what stage 1 trains), keyed as in the full model."""
+    state = model.state_dict()
+    return {k: v.detach().cpu().contiguous() for k, v in state.items() if k.split(".")[0] in CONNECTOR_PARTS}
+
+
+def save_connector(model: MiniGeminiForCausalLM, folder: str | Path,
+                   state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write `mm_projector.safetensors` (mining + projector) into `folder`."""
+    from safetensors.torch import save_file
+
+    state = state_dict if state_dict is not None else connector_state_dict(model)
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items() if k.split(".")[0] in CONNECTOR_PARTS}
+    path = Path(folder) / CONNECTOR_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata={"format": "pt"})
+    return path
+
+
+def load_connector(model: MiniGeminiForCausalLM, path: str | Path) -> Path:
+    """Load stage-1 mining + projector weights; errors if the file, a key or a shape does not match."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONNECTOR_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"stage-1 connector weights not found: {path} (model.pretrained_adapter must be "
+                                f"a stage-1 output folder holding {CONNECTOR_FILE}, or that file)")
+    from safetensors.torch import load_file
+
+    loaded = load_file(str(path))
+    expected = connector_state_dict(model)
+    missing = sorted(set(expected) - set(loaded))
+    unexpected = sorted(set(loaded) - set(expected))
+    bad = [f"{k}: file {tuple(loaded[k].shape)} vs model {tuple(v.shape)}"
+           for k, v in expected.items() if k in loaded and loaded[k].shape != v.shape]
+    if missing or unexpected or bad:
+        raise ValueError(f"{path} does not fit this model's mining/projector: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}, shape mismatch {bad[:5]}; was stage 1 run with the same "
+                         "model preset (LLM width, towers, projector_type, use_hr)?")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for k, v in loaded.items():
+            params[k].copy_(v.to(params[k].dtype))
+    logger.info("loaded stage-1 connector (%d tensors) from %s", len(loaded), path)
+    return path
+
+
+# ---- tiny preset ---------------------------------------------------------------------------------------
+
+
+def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `texts` (unk 0, bos 1, eos 2; pad = unk as in LLaVA)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<unk>", clean_up_tokenization_spaces=False)
+
+
+def corpus_texts(files: Iterable[str | Path]) -> list[str]:
+    """Every conversation turn of LLaVA-style JSON/JSONL files (the `<image>` placeholder removed)."""
+    texts: list[str] = []
+    for f in files:
+        path = Path(f)
+        raw = path.read_text(encoding="utf-8")
+        records = [json.loads(line) for line in raw.splitlines() if line.strip()] if path.suffix == ".jsonl" \
+            else json.loads(raw)
+        for rec in records:
+            for turn in rec.get("conversations", []):
+                value = str(turn.get("value", "")).replace("<image>", "").strip()
+                if value:
+                    texts.append(value)
+    return texts
+
+
+def ensure_tiny_base(folder: str | Path, corpus: Iterable[str | Path] = (), llm: str = "llama",
+                     vocab_size: int = 1024, hd: bool = False, seed: int = 0) -> Path:
+    """Write (once) a random-init tiny base: `llm/` (+ tokenizer), `vision_lr/`, `vision_hr/`; returns `folder`."""
+    folder = Path(folder)
+    if (folder / TINY_MARKER).is_file():
+        return folder
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    texts = corpus_texts(corpus) if corpus else []
+    texts += ["USER: ASSISTANT: What is in the image? A picture. Answer the question with one word."]
+    tokenizer = train_tiny_tokenizer(texts, vocab_size)
+    shapes = MiniGeminiConfig.tiny(llm=llm, hd=hd, vocab_size=vocab_size)
+    torch.manual_seed(seed)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny_base_", dir=folder.parent))
+    text_model = AutoModelForCausalLM.from_config(shapes.text_config)
+    text_model.save_pretrained(tmp / "llm")
+    tokenizer.save_pretrained(tmp / "llm")
+    clip = CLIPVisionModel(CLIPVisionConfig(**shapes.vision_lr["clip_config"]))
+    clip.save_pretrained(tmp / "vision_lr")
+    from .towers import build_tower
+    from safetensors.torch import save_file
+
+    hr = build_tower(shapes.vision_hr)
+    (tmp / "vision_hr").mkdir()
+    save_file({k: v.contiguous() for k, v in hr.state_dict().items()}, str(tmp / "vision_hr" / "model.safetensors"))
+    arch = {"timm_name": None, "timm_kwargs": shapes.vision_hr["timm_kwargs"], "drop_path_rate": 0.0}
+    (tmp / "vision_hr" / HR_CONFIG_FILE).write_text(json.dumps(arch, indent=2))
+    info = {"llm": llm, "vocab_size": vocab_size, "hd": hd, "seed": seed, "corpus": [str(c) for c in corpus],
+            "image_size": shapes.image_size, "image_size_aux": shapes.image_size_aux}
+    (tmp / TINY_MARKER).write_text(json.dumps(info, indent=2))
+    try:
+        os.replace(tmp, folder)  # atomic: a concurrent rank sees all of it or nothing
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / TINY_MARKER).is_file():
+            raise
+    logger.info("wrote the tiny base model to %s", folder)
+    return folder
+
+
+def resolve_tiny(spec: Any, corpus: Iterable[str | Path] = ()) -> Any:
+    """For `preset: tiny`: make sure the tiny base exists; return a copy of the spec pointing at its folders."""
+    base = ensure_tiny_base(spec.tiny_dir, list(spec.tiny_corpus) or list(corpus), spec.tiny_llm,
+                            spec.tiny_vocab_size, spec.tiny_hd, spec.tiny_seed)
+    info = json.loads((base / TINY_MARKER).read_text())
+    out = copy.copy(spec)
+    out.preset = None
+    out.llm, out.tokenizer = str(base / "llm"), str(base / "llm")
+    out.vision_lr, out.vision_hr, out.vision_hr_arch = str(base / "vision_lr"), str(base / "vision_hr"), None
+    out.image_size, out.image_size_aux = info["image_size"], info["image_size_aux"]
+    out.image_grid, out.image_global = (2, True) if info["hd"] else (1, False)
+    return out
+
+
+# ---- the model -------------------------------------------------------------------------------------------
+
+
+def build_model_and_processor(spec: Any, dtype: torch.dtype = torch.float32, corpus: Iterable[str | Path] = ()
+                              ) -> tuple[MiniGeminiForCausalLM, MiniGeminiProcessor]:
+    """Model (LLM + pretrained towers + fresh or stage-1 connector) and its processor, from a model spec."""
+    if spec.preset not in (None, "", "tiny"):
+        raise ValueError(f"unknown model.preset {spec.preset!r}; valid: tiny (or none)")
+    if spec.preset == "tiny":
+        spec = resolve_tiny(spec, corpus)
+    if spec.init_from:
+        model = MiniGeminiForCausalLM.from_pretrained(spec.init_from, dtype=dtype)
+        processor = MiniGeminiProcessor.from_pretrained(spec.init_from)
+    else:
+        model, processor = _build_from_parts(spec, dtype)
+    if spec.pretrained_adapter:
+        load_connector(model, spec.pretrained_adapter)
+    processor.tokenizer.model_max_length = spec.model_max_length
+    return model, processor
+
+
+def _build_from_parts(spec: Any, dtype: torch.dtype) -> tuple[MiniGeminiForCausalLM, MiniGeminiProcessor]:
+    llm_kwargs: dict[str, Any] = {"trust_remote_code": False, "dtype": dtype}
+    if spec.attn_implementation:
+        llm_kwargs["attn_implementation"] = spec.attn_implementation
+    llm_kwargs.update(getattr(spec, "llm_load_kwargs", None) or {})
+    text_model = AutoModelForCausalLM.from_pretrained(spec.llm, **llm_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer or spec.llm, trust_remote_code=False,
+                                              model_max_length=spec.model_max_length)
+    lr = lr_tower_spec(spec.vision_lr, spec.image_size, spec.select_layer)
+    hr = hr_tower_spec(spec.vision_hr, spec.vision_hr_arch)
+    config = MiniGeminiConfig(
+        text_config=text_model.config, vision_lr=lr, vision_hr=hr, image_size=spec.image_size,
+        image_size_aux=spec.image_size_aux, image_grid=spec.image_grid, image_global=spec.image_global,
+        image_aspect_ratio=spec.image_aspect_ratio, use_hr=spec.use_hr, projector_type=spec.projector_type,
+        template=spec.template, image_token_id=None)
+    processor = MiniGeminiProcessor(tokenizer, config)  # adds <image>, sets config.image_token_id
+    model = MiniGeminiForCausalLM(config, language_model=text_model)
+    # MiniGeminiConfig(text_config=<live config>) resets its attention implementation to None, which leaves
+    # the LLM without a causal mask: set it again on the whole model.
+    model.set_attn_implementation(spec.attn_implementation or "sdpa")
+    with _no_zero3_init():  # towers load whole on each rank; DeepSpeed partitions them at engine start
+        model.vision_lr.load_pretrained(spec.vision_lr)
+        if model.vision_hr is not None:
+            model.vision_hr.load_pretrained(spec.vision_hr)
+    for part in (model.vision_lr, model.vision_hr, model.mining, model.projector):
+        if part is not None:
+            part.to(dtype)
+    return model, processor
+
+
+@contextlib.contextmanager
+def _no_zero3_init() -> Iterator[None]:
+    """Inside: `from_pretrained` does not partition (ZeRO-3 zero.Init) even when a DeepSpeed ZeRO-3 run is set up."""
+    from transformers.integrations import deepspeed as hf_ds
+
+    ref = hf_ds._hf_deepspeed_config_weak_ref
+    holder = ref() if ref is not None else None
+    if holder is None:
+        yield
+        return
+    hf_ds.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_ds.set_hf_deepspeed_config(holder)

@@ -1,0 +1,248 @@
+"""MiniGeminiTrainer: `transformers.Trainer` plus only what it lacks for this model.
+
+- batches carry `sample_ids` / `skipped_samples`: popped before `forward`; skipped samples are
+  counted over all ranks and reported at the end (or stop the run at once under fail-fast);
+- a non-finite loss stops the run naming the step and the batch's sample ids (or, with
+  `nan_policy="skip"`, the step's gradients are zeroed), decided on all ranks together, so no rank hangs;
+- modality/length-grouped sampling, an optional separate learning rate for mining + projector,
+  DeepSpeed CPU Adam under ZeRO-Offload;
+- samples/s and tokens/s (text + image tokens) in the logs;
+- checkpoints hold the trained weights (frozen parts are rebuilt from the run config), optimizer,
+  scheduler, RNG and trainer state (under DeepSpeed: DeepSpeed's full checkpoint); the final export
+  is a `save_pretrained` model (+ processor, + `mm_projector.safetensors`), or adapter + non-LoRA trainables.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from ..model.builder import save_connector
+from .lora import is_lora_model, save_lora_export
+from .stages import connector_parameters
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf (message names the step and the batch's sample ids)."""
+
+
+class BadSampleError(RuntimeError):
+    """A training sample failed to load while `data.on_bad_sample=fail`."""
+
+
+class MiniGeminiTrainer(Trainer):
+    """Trainer for MiniGemini models; extra keyword arguments are described in the module docstring."""
+
+    def __init__(self, *args: Any, mm_learning_rate: float | None = None, nan_policy: str = "stop",
+                 on_bad_sample: str = "skip", group_by_modality_length: bool = True, **kwargs: Any) -> None:
+        if nan_policy not in ("stop", "skip"):
+            raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
+        if on_bad_sample not in ("skip", "fail"):
+            raise ValueError(f"on_bad_sample must be 'skip' or 'fail', got {on_bad_sample!r}")
+        super().__init__(*args, **kwargs)
+        if nan_policy == "skip" and self.is_deepspeed_enabled:
+            raise ValueError("training.nan_policy=skip is not supported under DeepSpeed (its engine owns the "
+                             "gradients); use nan_policy=stop")
+        self.mm_learning_rate = mm_learning_rate
+        self.nan_policy = nan_policy
+        self.on_bad_sample = on_bad_sample
+        self.group_by_modality_length = group_by_modality_length
+        self.skipped_samples: list[dict] = []  # this rank's
+        self.nonfinite_steps: list[dict] = []
+        self._batch_ids: list[str] = []
+        self._batch_skipped: list[dict] = []
+        self._zero_grads_this_step = False
+        self._window = [0, 0, 0]  # samples, text tokens, image tokens since the last log
+        self._window_start: float | None = None
+
+    # ---- data ----------------------------------------------------------------------------------------
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.group_by_modality_length or not hasattr(dataset, "modality_lengths"):
+            return super()._get_train_sampler(train_dataset)
+        from ..data.sampler import ModalityLengthGroupedSampler
+
+        args = self.args
+        return ModalityLengthGroupedSampler(
+            dataset.modality_lengths, batch_size=args.train_batch_size,
+            world_size=args.world_size * args.gradient_accumulation_steps,
+            seed=args.data_seed if args.data_seed is not None else args.seed, group_by_modality=True)
+
+    # ---- optimizer ---------------------------------------------------------------------------------------
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """Param groups (decay / no decay) x (LLM and towers / mining + projector with `mm_learning_rate`)."""
+        offload = self.is_deepspeed_enabled and self.args.hf_deepspeed_config.is_offload()
+        if self.optimizer is not None or (self.mm_learning_rate is None and not offload):
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        connector = {id(p) for p in connector_parameters(self.accelerator.unwrap_model(opt_model))}
+        groups = []
+        for is_conn in (False, True):
+            for is_decay in (True, False):
+                params = [p for n, p in opt_model.named_parameters()
+                          if p.requires_grad and (id(p) in connector) == is_conn and (n in decay) == is_decay]
+                if params:
+                    group = {"params": params, "weight_decay": self.args.weight_decay if is_decay else 0.0}
+                    if is_conn and self.mm_learning_rate is not None:
+                        group["lr"] = self.mm_learning_rate
+                    groups.append(group)
+        if offload:
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            a = self.args
+            self.optimizer = DeepSpeedCPUAdam(groups, lr=a.learning_rate, betas=(a.adam_beta1, a.adam_beta2),
+                                              eps=a.adam_epsilon, adamw_mode=True)
+        else:
+            cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            self.optimizer = cls(groups, **kwargs)
+        return self.optimizer
+
+    # ---- one step ------------------------------------------------------------------------------------------
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        self._batch_ids = [str(s) for s in (inputs.pop("sample_ids", None) or [])]
+        self._batch_skipped = list(inputs.pop("skipped_samples", None) or [])
+        self.skipped_samples.extend(self._batch_skipped)
+        self._count_tokens(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        inputs.pop("sample_ids", None)
+        inputs.pop("skipped_samples", None)
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                      num_items_in_batch=num_items_in_batch)
+        if model.training:
+            loss = result[0] if return_outputs else result
+            self._check_step(loss)
+        return result
+
+    def _check_step(self, loss: torch.Tensor) -> None:
+        """One all-reduce per micro-batch: any rank with a non-finite loss or (fail-fast) a bad sample."""
+        flags = torch.tensor([0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0,
+                              float(len(self._batch_skipped))], device=loss.device)
+        if self.args.world_size > 1 and dist.is_initialized():
+            dist.all_reduce(flags)
+        step = self.state.global_step + 1
+        if flags[1] > 0 and self.on_bad_sample == "fail":
+            bad = self._gather_objects([self._describe_bad(s) for s in self._batch_skipped])
+            lines = "\n".join(f"  rank {r}: {text}" for r, items in enumerate(bad) for text in items)
+            raise BadSampleError(f"step {step}: training sample(s) failed to load (data.on_bad_sample=fail):\n{lines}\n"
+                                 "fix or remove them (minigemini prep validate), or set data.on_bad_sample=skip")
+        if flags[0] > 0:
+            per_rank = self._gather_objects((float(loss.detach()), self._batch_ids))
+            who = "; ".join(f"rank {r}: loss {value}, samples {ids}" for r, (value, ids) in enumerate(per_rank)
+                            if not math.isfinite(value))
+            if self.nan_policy == "stop":
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {step} (epoch {self.state.epoch or 0:.3f}): {who}. Check these samples "
+                    "and the learning rate / precision, or set training.nan_policy=skip to skip such steps")
+            logger.warning("non-finite loss at step %d (samples %s): the step's gradients are zeroed", step, who)
+            self.nonfinite_steps.append({"step": step, "samples": who})
+            self._zero_grads_this_step = True
+
+    def _describe_bad(self, skipped: dict) -> str:
+        """The dataset's own error for a skipped sample (file, record, reason), else the skip record."""
+        load = getattr(self.train_dataset, "load", None)
+        if load is not None and skipped.get("index") is not None:
+            try:
+                load(skipped["index"])
+            except Exception as exc:  # noqa: BLE001 - we only want its message
+                return f"sample {skipped.get('sample_id')!r}: {exc}"
+        return f"sample {skipped.get('sample_id')!r} (index {skipped.get('index')}): {skipped.get('reason')}"
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm: Any = None) -> Any:
+        if self._zero_grads_this_step:  # nan_policy=skip: this optimizer step applies no gradient
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.zero_()
+            self._zero_grads_this_step = False
+        return super()._get_grad_norm(model, grad_norm)
+
+    def _gather_objects(self, obj: Any) -> list[Any]:
+        if self.args.world_size > 1 and dist.is_initialized():
+            out: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(out, obj)
+            return out
+        return [obj]
+
+    # ---- logging ----------------------------------------------------------------------------------------------
+    def _count_tokens(self, inputs: dict[str, Any]) -> None:
+        if self._window_start is None:
+            self._window_start = time.time()
+        ids, mask = inputs.get("input_ids"), inputs.get("attention_mask")
+        if ids is None:
+            return
+        image_id = getattr(getattr(self.accelerator.unwrap_model(self.model), "config", None), "image_token_id", None)
+        valid = mask.bool() if mask is not None else torch.ones_like(ids, dtype=torch.bool)
+        n_image = int(((ids == image_id) & valid).sum()) if image_id is not None else 0
+        self._window[0] += ids.shape[0]
+        self._window[1] += int(valid.sum()) - n_image
+        self._window[2] += n_image
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds samples/s and tokens/s (text + image, summed over ranks) to the training logs."""
+        if "loss" in logs and self._window_start is not None:
+            counts = torch.tensor(self._window, dtype=torch.float64, device=self.args.device)
+            if self.args.world_size > 1 and dist.is_initialized():
+                dist.all_reduce(counts)
+            elapsed = max(time.time() - self._window_start, 1e-9)
+            logs["samples_per_second"] = round(float(counts[0]) / elapsed, 3)
+            logs["tokens_per_second"] = round(float(counts[1] + counts[2]) / elapsed, 1)
+            logs["image_tokens_per_second"] = round(float(counts[2]) / elapsed, 1)
+            if not math.isfinite(logs.get("loss", 0.0)):
+                logs["loss"] = float("nan")
+            self._window = [0, 0, 0]
+            self._window_start = time.time()
+        super().log(logs, start_time)
+
+    def skip_report(self) -> dict[str, Any]:
+        """Skipped samples of all ranks (collective call): {"count", "samples", "nonfinite_steps"}."""
+        skipped = [s for part in self._gather_objects(self.skipped_samples) for s in part]
+        return {"count": len(skipped), "samples": skipped, "nonfinite_steps": self.nonfinite_steps}
+
+    # ---- saving ---------------------------------------------------------------------------------------------------
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Checkpoints under DeepSpeed rely on DeepSpeed's own full state (no extra 16-bit gather)."""
+        if _internal_call and self.is_deepspeed_enabled:
+            if self.args.should_save:
+                self._save_side_files(Path(output_dir or self.args.output_dir))
+            return
+        super().save_model(output_dir, _internal_call)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if not self.args.should_save:
+            return
+        out = Path(output_dir or self.args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model = self.accelerator.unwrap_model(self.model)
+        state = state_dict if state_dict is not None else model.state_dict()
+        save_connector(model, out, state)
+        if out.name.startswith(PREFIX_CHECKPOINT_DIR):
+            # Trained weights only; resume rebuilds the frozen ones from the run config (non-strict load).
+            from safetensors.torch import save_file
+
+            names = [n for n, p in model.named_parameters() if p.requires_grad]
+            save_file({n: state[n].detach().cpu().contiguous() for n in names if n in state},
+                      str(out / "model.safetensors"), metadata={"format": "pt"})
+        elif is_lora_model(model):
+            save_lora_export(model, out, dict(state))
+        else:
+            model.save_pretrained(out, state_dict=dict(state))  # save_pretrained consumes the dict it is given
+        self._save_side_files(out)
+
+    def _save_side_files(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(out)

@@ -1,0 +1,56 @@
+"""LoRA on the LLM only (mining + projector fully trained, saved beside the adapter) and merge-lora."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from minigemini import MiniGeminiForCausalLM
+from minigemini.cli import main as cli_main
+from minigemini.config import load_config
+from minigemini.data.collate import DataCollator
+from minigemini.data.dataset import LazySupervisedDataset
+from minigemini.train.run import run_training
+
+TINY_LORA = Path(__file__).resolve().parents[2] / "configs" / "tiny" / "finetune_lora.yaml"
+
+
+def test_lora_run_and_merge(overrides, tmp_path: Path, synthetic_dir: Path, tiny_base: Path, stage1_dir: Path) -> None:
+    out, merged = tmp_path / "lora", tmp_path / "merged"
+    cfg = load_config(TINY_LORA, overrides(out, synthetic_dir / "train.json", tiny_base, training__max_steps=3,
+                                           model__pretrained_adapter=stage1_dir, training__learning_rate=2e-2,
+                                           training__mm_learning_rate=5e-3,
+                                           training__save_strategy="no"))
+    result = run_training(cfg)
+    model = result.trainer.model.eval()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in n or n.startswith(("mining.", "projector.")) for n in trainable)
+    assert any(n.startswith("projector.") for n in trainable) and any(".lora_B." in n for n in trainable)
+    report = json.loads((out / "trainable_parameters.json").read_text())
+    assert 0 < report["llm"][0] < report["llm"][1] // 4 and report["vision_lr"][0] == 0
+    for name in ("adapter_config.json", "adapter_model.safetensors", "non_lora_trainables.safetensors",
+                 "mm_projector.safetensors", "run_config.yaml", "tokenizer.json"):
+        assert (out / name).is_file(), name
+    assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if ".lora_B." in n), "LoRA did not train"
+    groups = result.trainer.optimizer.param_groups  # separate learning rate for mining + projector
+    connector = {id(p) for p in list(model.mining.parameters()) + list(model.projector.parameters())}
+    lrs: dict[float, set[int]] = {}
+    for g in groups:
+        lrs.setdefault(g["initial_lr"], set()).update(id(p) for p in g["params"])
+    assert set(lrs) == {2e-2, 5e-3} and lrs[5e-3] == connector
+
+    assert cli_main(["merge-lora", str(out), str(merged)]) == 0
+    plain = MiniGeminiForCausalLM.from_pretrained(merged).eval()
+    assert not any("lora" in k for k in plain.state_dict())
+
+    processor = result.trainer.processing_class
+    dataset = LazySupervisedDataset(str(synthetic_dir / "train.json"), processor, image_folder=synthetic_dir)
+    batch = DataCollator.from_processor(processor)([dataset[i] for i in range(3)])
+    batch.pop("skipped_samples")
+    batch.pop("labels")
+    with torch.no_grad():
+        want = model(**batch).logits
+        got = plain(**batch).logits
+    assert (got - want).abs().max().item() < 1e-5
