@@ -164,8 +164,10 @@ def corpus_texts(files: Iterable[str | Path]) -> list[str]:
 
 
 def ensure_tiny_base(folder: str | Path, corpus: Iterable[str | Path] = (), llm: str = "llama",
-                     vocab_size: int = 1024, hd: bool = False, seed: int = 0) -> Path:
-    """Write (once) a random-init tiny base: `llm/` (+ tokenizer), `vision_lr/`, `vision_hr/`; returns `folder`."""
+                     vocab_size: int = 1024, hd: bool = False, seed: int = 0,
+                     shapes: MiniGeminiConfig | None = None) -> Path:
+    """Write (once) a random-init tiny base: `llm/` (+ tokenizer), `vision_lr/`, `vision_hr/`; returns `folder`.
+    `shapes` overrides the architecture (default `MiniGeminiConfig.tiny(llm, hd, vocab_size)`)."""
     folder = Path(folder)
     if (folder / TINY_MARKER).is_file():
         return folder
@@ -174,7 +176,9 @@ def ensure_tiny_base(folder: str | Path, corpus: Iterable[str | Path] = (), llm:
     texts = corpus_texts(corpus) if corpus else []
     texts += ["USER: ASSISTANT: What is in the image? A picture. Answer the question with one word."]
     tokenizer = train_tiny_tokenizer(texts, vocab_size)
-    shapes = MiniGeminiConfig.tiny(llm=llm, hd=hd, vocab_size=vocab_size)
+    shapes = shapes or MiniGeminiConfig.tiny(llm=llm, hd=hd, vocab_size=vocab_size)
+    if shapes.text_config.vocab_size < len(tokenizer):
+        raise ValueError(f"the LLM vocab ({shapes.text_config.vocab_size}) is smaller than the tokenizer ({len(tokenizer)})")
     torch.manual_seed(seed)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny_base_", dir=folder.parent))
@@ -191,7 +195,8 @@ def ensure_tiny_base(folder: str | Path, corpus: Iterable[str | Path] = (), llm:
     save_file({k: v.contiguous() for k, v in hr.state_dict().items()}, str(tmp / "vision_hr" / "model.safetensors"))
     arch = {"timm_name": None, "timm_kwargs": shapes.vision_hr["timm_kwargs"], "drop_path_rate": 0.0}
     (tmp / "vision_hr" / HR_CONFIG_FILE).write_text(json.dumps(arch, indent=2))
-    info = {"llm": llm, "vocab_size": vocab_size, "hd": hd, "seed": seed, "corpus": [str(c) for c in corpus],
+    info = {"llm": shapes.text_config.model_type, "vocab_size": vocab_size, "hd": shapes.image_grid > 1, "seed": seed,
+            "corpus": [str(c) for c in corpus],
             "image_size": shapes.image_size, "image_size_aux": shapes.image_size_aux}
     (tmp / TINY_MARKER).write_text(json.dumps(info, indent=2))
     try:
