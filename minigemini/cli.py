@@ -22,7 +22,9 @@ AREAS = [
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser; an area whose module is missing is simply not offered."""
-    parser = argparse.ArgumentParser(prog="minigemini", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="minigemini", description="Train, fine-tune and evaluate Mini-Gemini-style vision-language models.",
+        epilog="`minigemini COMMAND --help` documents each command.")
     from minigemini import __version__
 
     parser.add_argument("--version", action="version", version=f"minigemini {__version__}")
