@@ -30,18 +30,18 @@ class DemoSettings:
 
     out: Path = Path("outputs/demo")
     seed: int = 0
-    num_train: int = 1200  # images (each gives 4 questions + 1 caption)
+    num_train: int = 2000  # images (each gives 4 questions + 1 caption)
     num_test: int = 150
     hr_size: int = 128  # HR side; LR = HR / lr_factor
     lr_factor: int = 4
     patch: int = 8  # LR ViT patch: (32 / 8)^2 = 16 visual tokens
     batch_size: int = 16
     stage1_epochs: float = 2.0
-    stage2_epochs: float = 4.0
+    stage2_epochs: float = 8.0
     stage1_lr: float = 1e-3
     stage2_lr: float = 1e-3
     precision: str = "fp32"
-    workers: int = 1
+    workers: int = 0  # data loading in the training process: a worker next to 2 compute threads oversubscribes 2 cores
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
