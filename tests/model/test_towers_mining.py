@@ -135,3 +135,29 @@ def test_projector_types() -> None:
     assert build_projector("linear", 8, 16).out_features == 16
     with pytest.raises(ValueError, match="unknown projector_type"):
         build_projector("qformer", 8, 16)
+
+
+def test_hd_encoding_equals_mgm_flow_with_separate_global_and_grid_passes() -> None:
+    """MGM-HD (image_grid=2, image_global=True) the way the official encode_images does it: the global
+    view mined against the HR map downsampled x1/2 in its own call, the 2x2 crops against the HR map's
+    quarters in another, tokens ordered [global, crop1..crop4]. Ours does one batched call."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = MiniGeminiForCausalLM(MiniGeminiConfig.tiny(hd=True)).eval()
+    images = torch.randn(2, 5, 3, 56, 56)  # per image: 4 crops (row-major), then the global view
+    images_aux = torch.randn(2, 3, 256, 256)
+    with torch.no_grad():
+        ours = model.encode_images(images, images_aux)
+        feats = model.vision_lr(torch.cat([images[:, :4].flatten(0, 1), images[:, 4]], dim=0))
+        grid_feats, global_feats = feats[:8], feats[8:]
+        raw = model.vision_hr(images_aux)  # [2, 120, 64, 64]
+        global_hr = F.interpolate(raw.float(), scale_factor=0.5, mode="bilinear", align_corners=False)
+        global_mined = model.mining(global_feats, global_hr)
+        quarters = raw.reshape(2, 120, 2, 32, 2, 32).permute(0, 2, 4, 1, 3, 5).flatten(1, 2).flatten(0, 1)
+        grid_mined = model.mining(grid_feats, quarters).reshape(2, 4 * 16, 48)
+        expected = model.projector(torch.cat([global_mined, grid_mined], dim=1))
+    assert ours.shape == (2, 80, 64)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+    # crop 2 of image 1 (top-right quarter) really is mined against that quarter of the HR map
+    torch.testing.assert_close(quarters[5], raw[1, :, :32, 32:])
