@@ -19,7 +19,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .configuration import MiniGeminiConfig
 from .mining import PatchInfoMining
 from .projector import build_projector
-from .towers import build_tower
+from .towers import build_tower, merge_stage_maps
 
 IGNORE_INDEX = -100
 IMAGE_INPUT_KEYS = ("images", "images_aux", "lr_features", "hr_features")
@@ -78,28 +78,35 @@ class MiniGeminiForCausalLM(MiniGeminiPreTrainedModel, GenerationMixin):
     # ---- images -> visual tokens -----------------------------------------------------------
     def encode_lr(self, images: torch.Tensor) -> torch.Tensor:
         """LR tower over every view: [B, 3, h, w] or [B, V, 3, h, w] -> [B*V, N, C_lr] in MGM's view order."""
-        if images.dim() == 5:
-            if self.config.image_global:  # MGM: all grid crops first, then all global views
-                images = torch.cat([images[:, :-1].flatten(0, 1), images[:, -1]], dim=0)
-            else:
-                images = images.flatten(0, 1)
-        return self.vision_lr(images)
+        return self.vision_lr(self.flatten_views(images, item_dims=3))
+
+    def flatten_views(self, x: torch.Tensor, item_dims: int) -> torch.Tensor:
+        """[B, V, *item] -> [B*V, *item] in MGM's view order (all grid crops first, then all global views);
+        [B, *item] is returned as is. Used for LR images (item [3, h, w]) and cached LR features ([N, C])."""
+        if x.dim() != item_dims + 2:
+            return x
+        if self.config.image_global:
+            return torch.cat([x[:, :-1].flatten(0, 1), x[:, -1]], dim=0)
+        return x.flatten(0, 1)
 
     def encode_images(
         self,
         images: torch.Tensor | None = None,
         images_aux: torch.Tensor | None = None,
         lr_features: torch.Tensor | None = None,
-        hr_features: torch.Tensor | None = None,
+        hr_features: torch.Tensor | list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Visual tokens for the LLM, [num_images, T, D_llm] (T = N, or 5N for HD); features may come from a cache."""
-        lr = lr_features if lr_features is not None else self.encode_lr(images)
+        """Visual tokens for the LLM, [num_images, T, D_llm] (T = N, or 5N for HD); features may come from a cache:
+        `lr_features` [n_images, (V,) N, C_lr], `hr_features` the HR map or the HR tower's list of stage maps."""
+        lr = self.flatten_views(lr_features, item_dims=2) if lr_features is not None else self.encode_lr(images)
         lr = lr.to(self.projector_dtype)
         grid, use_global = self.config.image_grid, self.config.image_global
         n_img = lr.shape[0] // self.config.num_views
         if self.mining is not None:
             hr = hr_features if hr_features is not None else self.vision_hr(images_aux)
-            lr = self.mining(lr, self.hr_windows(hr.to(lr.dtype)))  # one batched call over all views
+            if isinstance(hr, (list, tuple)):  # stage maps (feature cache): upsample + concatenate here
+                hr = merge_stage_maps(hr)
+            lr = self.mining(lr, self.hr_windows(hr))  # one batched call over all views (casts hr itself)
         if grid > 1:
             crops = lr[: n_img * grid * grid].reshape(n_img, grid * grid * lr.shape[1], lr.shape[2])
             lr = torch.cat([lr[n_img * grid * grid:], crops], dim=1) if use_global else crops
@@ -151,7 +158,7 @@ class MiniGeminiForCausalLM(MiniGeminiPreTrainedModel, GenerationMixin):
         images: torch.Tensor | None = None,
         images_aux: torch.Tensor | None = None,
         lr_features: torch.Tensor | None = None,
-        hr_features: torch.Tensor | None = None,
+        hr_features: torch.Tensor | list[torch.Tensor] | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         num_items_in_batch: int | torch.Tensor | None = None,
@@ -159,6 +166,8 @@ class MiniGeminiForCausalLM(MiniGeminiPreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         """Causal-LM forward; with labels and `config.supervised_logits_only`, logits are only
         computed at supervised positions (returned `logits` is then None) — same loss, less work."""
+        if use_cache is None and labels is not None:  # training: no KV cache (transformers ignores packed
+            use_cache = False  # position_ids when a cache exists, see minigemini/data/packing.py)
         if inputs_embeds is None:
             has_images = images is not None or lr_features is not None
             visual = self.encode_images(images, images_aux, lr_features, hr_features) if has_images else None

@@ -1,0 +1,129 @@
+"""Stage-1 epoch with the frozen-tower feature cache vs towers on the fly (ratio, same run).
+
+    .venv/bin/python benchmarks/feature_cache.py [--threads 2] [--images 8] [--rounds 2]
+
+A small LLaVA-pretrain-like set (one image + a short caption per sample, `plain` template) on the
+issue-6 benchmark model: the cache is built once (`build_feature_cache`, timed), then whole stage-1
+epochs (mining + projector train; data loading, image decoding and preprocessing included, DataLoader
+without workers) run with and without it, interleaved, in fp32 (fp32 cache) and bf16 autocast (bf16
+cache). Best of interleaved rounds (shared machine). Not run by CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from benchmarks.common import BENCH_DESCRIPTION, autocast_context, bench_config, build_model, env_header, set_stage  # noqa: E402
+from minigemini import MiniGeminiProcessor  # noqa: E402
+from minigemini.data.collate import DataCollator  # noqa: E402
+from minigemini.data.dataset import LazySupervisedDataset  # noqa: E402
+from minigemini.data.feature_cache import CachedFeatureCollator, CachedFeatureDataset, build_feature_cache  # noqa: E402
+
+TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mgm_reference" / "tiny_a" / "tokenizer.model"
+
+
+def write_data(folder: Path, n: int) -> Path:
+    """n JPEG photos-like images (random sizes ~640x480) and one caption record each."""
+    g = torch.Generator().manual_seed(0)
+    (folder / "images").mkdir(parents=True)
+    records = []
+    for i in range(n):
+        w, h = 560 + 40 * (i % 5), 400 + 30 * (i % 4)
+        pixels = (torch.rand(h // 8, w // 8, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).resize((w, h), Image.BILINEAR).save(folder / "images" / f"{i}.jpg", quality=90)
+        caption = " ".join(["a photo of a small red square next to a blue circle on a gray table"] * 3)
+        records.append({"id": str(i), "image": f"{i}.jpg", "conversations": [
+            {"from": "human", "value": "<image>"}, {"from": "gpt", "value": caption}]})
+    (folder / "train.json").write_text(json.dumps(records))
+    return folder / "train.json"
+
+
+def epoch(model, opt, loader, dtype) -> float:
+    """Seconds for one pass over `loader` (loading + forward + backward + optimizer)."""
+    start = time.perf_counter()
+    for batch in loader:
+        batch.pop("skipped_samples", None)
+        with autocast_context(dtype):
+            loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(env_header(args.threads))
+    print(f"model: {BENCH_DESCRIPTION}")
+    from transformers import LlamaTokenizer
+
+    tokenizer = LlamaTokenizer.from_pretrained(str(TOKENIZER.parent), legacy=False)
+    config = bench_config(image_token_id=None, template="plain")
+    processor = MiniGeminiProcessor(tokenizer, config)
+    model = build_model(config)
+    opt = torch.optim.AdamW(set_stage(model, 1), lr=1e-4, fused=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = write_data(tmp / "data", args.images)
+        model.save_pretrained(tmp / "model")
+        processor.save_pretrained(tmp / "model")
+        builds = {}
+        for name in ("fp32", "bf16"):
+            start = time.perf_counter()
+            summary = build_feature_cache(tmp / "model", data, tmp / f"cache_{name}", image_folder=tmp / "data" / "images",
+                                          dtype=name, batch_size=args.batch_size, workers=0, progress=False)
+            builds[name] = (time.perf_counter() - start, summary["bytes_per_image"])
+        ds = LazySupervisedDataset(data, processor, image_folder=tmp / "data" / "images", on_error="raise")
+        n_tokens = sum(len(ds[i]["input_ids"]) for i in range(len(ds)))
+        loaders = {}
+        for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            plain = DataCollator.from_processor(processor)
+            cached = CachedFeatureCollator.from_processor(processor)
+            cds = CachedFeatureDataset(ds, tmp / f"cache_{name}", model)
+            loaders[f"{name}, towers on the fly"] = (dt, torch.utils.data.DataLoader(ds, args.batch_size, collate_fn=plain))
+            loaders[f"{name}, feature cache"] = (dt, torch.utils.data.DataLoader(cds, args.batch_size, collate_fn=cached))
+        for dt, loader in loaders.values():  # warm-up: one batch each
+            batch = next(iter(loader))
+            batch.pop("skipped_samples")
+            with autocast_context(dt):
+                model(**batch).loss.backward()
+            opt.zero_grad(set_to_none=True)
+        times: dict[str, list[float]] = {k: [] for k in loaders}
+        for _ in range(args.rounds):
+            for name, (dt, loader) in loaders.items():
+                times[name].append(epoch(model, opt, loader, dt))
+    print(f"\nstage-1 epoch: {args.images} samples (1 image each, {n_tokens / args.images:.0f} tokens per sample), "
+          f"batch {args.batch_size}, DataLoader without workers; best of {args.rounds} interleaved rounds")
+    for name, (sec, size) in builds.items():
+        print(f"cache build ({name}): {sec:.1f} s for {args.images} images, {size / 2**20:.2f} MiB per image "
+              "(LR tokens + HR stage maps)")
+    print("| epoch | seconds (best) | samples/s | every round |")
+    print("|---|---|---|---|")
+    best = {k: min(v) for k, v in times.items()}
+    for name, sec in best.items():
+        print(f"| {name} | {sec:.1f} | {args.images / sec:.2f} | {', '.join(f'{x:.1f}' for x in times[name])} |")
+    for name in ("fp32", "bf16"):
+        print(f"ratio ({name}): feature cache {best[f'{name}, towers on the fly'] / best[f'{name}, feature cache']:.2f}x "
+              "faster per epoch")
+    print(f"(the cache build costs about {builds['bf16'][0] / best['bf16, towers on the fly']:.1f} on-the-fly bf16 "
+          "epochs' time here; it pays off from the second epoch / stage, or when several runs share it)")
+
+
+if __name__ == "__main__":
+    main()

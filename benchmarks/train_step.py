@@ -1,0 +1,248 @@
+"""Training-step speed of the issue-6 benchmark model: step time, tokens/s, MFU, breakdown, levers side by side.
+
+    .venv/bin/python benchmarks/train_step.py [--threads 2] [--repeats 3] [--quick]
+
+Every variant runs in the same process, interleaved round by round (so a load change on a shared
+machine hits all of them alike). Figures are the best (minimum) of the rounds, the usual estimate of
+the uncontended time on a shared machine; the median is shown beside the step time. The matmul
+peak (2048^2, fp32 and bf16) is measured at every round too and its best is used. Not run by CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks.common import (BENCH_DESCRIPTION, FLOPS_FORMULA, autocast_context, bench_config, build_model,  # noqa: E402
+                               env_header, matmul_gflops, median, model_flops, set_stage, synthetic_batch,
+                               tower_forward_flops)
+
+MGM_FWD_BWD_FP32 = 13.1  # official MGM code, same config, fp32, 2 threads, this machine (median, from the issue)
+MGM_PEAK_FP32 = 164.0  # the fp32 2048^2 matmul peak of this machine when that figure was taken (from the issue)
+
+
+@dataclass
+class Variant:
+    name: str
+    stage: int = 2
+    dtype: torch.dtype = torch.float32
+    supervised_only: bool = True
+    channels_last: bool = True
+    cache: bool = False
+    mining: str = "absorbed"  # or "direct" (K/V for every HR cell, MGM's formula)
+    attn: str = "sdpa"
+    bf16_weights: bool = False  # the model itself in bf16, no autocast (as DeepSpeed's bf16 mode runs it)
+    times: dict[str, list[float]] = field(default_factory=lambda: {"fwd": [], "fwd_bwd": [], "step": []})
+
+
+VARIANTS = [
+    Variant("stage 2, fp32 (reference)"),
+    Variant("stage 2, bf16 autocast", dtype=torch.bfloat16),
+    Variant("stage 2, fp32, full logits", supervised_only=False),
+    Variant("stage 2, fp32, NCHW ConvNeXt", channels_last=False),
+    Variant("stage 2, fp32, feature cache", cache=True),
+    Variant("stage 2, fp32, direct mining (MGM K/V)", mining="direct"),
+    Variant("stage 2, fp32, eager attention", attn="eager"),
+    Variant("stage 2, bf16 + feature cache", dtype=torch.bfloat16, cache=True),
+    Variant("stage 2, bf16 weights (no autocast)", dtype=torch.bfloat16, bf16_weights=True),
+    Variant("stage 1, fp32", stage=1),
+    Variant("stage 1, bf16 autocast", stage=1, dtype=torch.bfloat16),
+    Variant("stage 1, fp32, feature cache", stage=1, cache=True),
+    Variant("stage 1, bf16 + feature cache", stage=1, dtype=torch.bfloat16, cache=True),
+]
+QUICK = {"stage 2, fp32 (reference)", "stage 2, bf16 autocast", "stage 2, fp32, feature cache", "stage 1, fp32",
+         "stage 2, bf16 weights (no autocast)"}
+
+
+class Bench:
+    """The model, its two optimizers (stage 1 / stage 2 parameters) and the inputs of every variant."""
+
+    def __init__(self) -> None:
+        self.config = bench_config()
+        self.model = build_model(self.config)
+        self.batch = synthetic_batch(self.config, batch_size=2, text_len=512, answer_len=256)
+        self.opts = {s: torch.optim.AdamW(set_stage(self.model, s), lr=1e-5, fused=True) for s in (1, 2)}
+        self.model_bf16 = copy.deepcopy(self.model).to(torch.bfloat16)
+        self.opt_bf16 = torch.optim.AdamW(set_stage(self.model_bf16, 2), lr=1e-5, fused=True)
+        with torch.no_grad():
+            lr = self.model.encode_lr(self.batch["images"])
+            maps = self.model.vision_hr.stage_maps(self.batch["images_aux"])
+        self.features = {dt: {"lr_features": lr.to(dt), "hr_features": [m.to(dt) for m in maps]}
+                         for dt in (torch.float32, torch.bfloat16)}  # as a cache stored in that dtype
+
+    def configure(self, v: Variant) -> dict:
+        m = self.model_bf16 if v.bf16_weights else self.model
+        set_stage(m, v.stage)
+        m.config.supervised_logits_only = v.supervised_only
+        m.vision_hr.channels_last = v.channels_last
+        if v.mining == "direct":
+            m.mining.mine = m.mining.mine_reference
+        else:
+            m.mining.__dict__.pop("mine", None)
+        for sub in (m.language_model, m.vision_lr.clip):
+            if sub.config._attn_implementation != v.attn:
+                sub.set_attn_implementation(v.attn)
+        inputs = {k: (x.bfloat16() if v.bf16_weights and x.is_floating_point() else x) for k, x in self.batch.items()}
+        if v.cache:
+            inputs.pop("images")
+            inputs.pop("images_aux")
+            inputs.update(self.features[v.dtype])
+        return inputs
+
+    def step(self, v: Variant) -> dict[str, float]:
+        inputs = self.configure(v)
+        opt = self.opt_bf16 if v.bf16_weights else self.opts[v.stage]
+        model = self.model_bf16 if v.bf16_weights else self.model
+        t0 = time.perf_counter()
+        with autocast_context(None if v.bf16_weights else v.dtype):
+            loss = model(**inputs).loss
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t3 = time.perf_counter()
+        return {"fwd": t1 - t0, "fwd_bwd": t2 - t0, "step": t3 - t0}
+
+    def breakdown(self, stage: int, dtype: torch.dtype, foreach: torch.optim.Optimizer | None) -> dict[str, float]:
+        """One step cut at the module boundaries (same gradients as the fused step)."""
+        m = self.model
+        self.configure(Variant("", stage=stage, dtype=dtype))
+        b, t = self.batch, {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            t[name] = now - clock
+            clock = now
+
+        with autocast_context(dtype):
+            lr = m.encode_lr(b["images"])
+            lap("LR tower (fwd)")
+            hr = m.vision_hr(b["images_aux"])
+            lap("HR tower (fwd)")
+            visual = m.encode_images(lr_features=lr, hr_features=hr)
+            lap("mining + projector fwd")
+        vis = visual.detach().requires_grad_()
+        with autocast_context(dtype):
+            embeds = m.embed_tokens(b["input_ids"], vis)
+            loss = m(inputs_embeds=embeds, attention_mask=b["attention_mask"], labels=b["labels"]).loss
+        lap("LLM fwd (+ loss)")
+        loss.backward()
+        lap("LLM bwd")
+        visual.backward(vis.grad)
+        lap("mining + projector bwd")
+        self.opts[stage].step()
+        lap("optimizer (AdamW fused)")
+        if foreach is not None:
+            foreach.step()
+            lap("  for comparison: AdamW foreach")
+        self.opts[stage].zero_grad(set_to_none=True)
+        t["total"] = sum(v for k, v in t.items() if not k.startswith(" "))
+        return t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (each runs every variant once)")
+    parser.add_argument("--quick", action="store_true", help=f"only {sorted(QUICK)}")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(env_header(args.threads))
+    print(f"model: {BENCH_DESCRIPTION}")
+    bench = Bench()
+    m, batch = bench.model, bench.batch
+    print(f"batch: 2 x {batch['input_ids'].shape[1]} LLM tokens (512 text ids incl. one <image> expanded to "
+          f"{bench.config.num_image_tokens} image tokens, as MGM's input_ids of length 512), "
+          f"{int((batch['labels'][:, 1:] != -100).sum())} supervised tokens; fused AdamW")
+    print(f"attention: LLM {m.language_model.config._attn_implementation}, CLIP "
+          f"{m.vision_lr.clip.config._attn_implementation}; towers frozen")
+    variants = [v for v in VARIANTS if not args.quick or v.name in QUICK]
+    tower = tower_forward_flops(m, batch)
+    flops = {(s, c): model_flops(m, batch, s, {} if c else tower) for s in (1, 2) for c in (False, True)}
+    peaks: dict[torch.dtype, list[float]] = {torch.float32: [], torch.bfloat16: []}
+    for v in variants:  # warm-up (allocator, oneDNN primitives, optimizer state)
+        bench.step(v)
+    for r in range(args.repeats):
+        for dt in peaks:
+            peaks[dt].append(matmul_gflops(dt))
+        for v in variants:
+            for k, x in bench.step(v).items():
+                v.times[k].append(x)
+        print(f"  round {r + 1}/{args.repeats} done (load {os.getloadavg()[0]:.2f})", flush=True)
+    peak = {dt: max(x) for dt, x in peaks.items()}
+    print(f"\nmatmul peak (2048^2, best of {args.repeats}): fp32 {peak[torch.float32]:.0f} GFLOP/s, "
+          f"bf16 {peak[torch.bfloat16]:.0f} GFLOP/s (all rounds fp32: {', '.join(f'{x:.0f}' for x in peaks[torch.float32])})")
+    print("\n" + FLOPS_FORMULA)
+    for s in (2, 1):
+        f = flops[s, False]
+        print(f"stage {s} model GFLOP/step: " + ", ".join(f"{k} {f[k] / 1e9:.1f}" for k in
+              ("llm_linear", "lm_head", "projector", "mining_linear", "lr_tower", "hr_tower", "params_total",
+               "llm_attention", "mining_attention", "total_with_attention")))
+    print("(feature-cache variants: the towers' FLOPs are not counted, they do not run; the bf16-weights variant's "
+          "optimizer updates bf16 parameters — DeepSpeed's bf16 mode adds an fp32 master copy)")
+    ref = variants[0]
+    ref_step = min(ref.times["step"])
+    print("\n| variant | step s (median) | fwd+bwd s | fwd s | tokens/s | MFU | MFU+attn | step vs reference |")
+    print("|---|---|---|---|---|---|---|---|")
+    for v in variants:
+        step = min(v.times["step"])
+        f = flops[v.stage, v.cache]  # with the cache, the towers' FLOPs are not counted (they do not run)
+        p = peak[v.dtype] * 1e9
+        print(f"| {v.name} | {step:.2f} ({median(v.times['step']):.2f}) | {min(v.times['fwd_bwd']):.2f} | "
+              f"{min(v.times['fwd']):.2f} | "
+              f"{f['tokens'] / step:.0f} | {f['params_total'] / step / p:.2f} | "
+              f"{f['total_with_attention'] / step / p:.2f} | {ref_step / step:.2f}x |")
+    by = {v.name: min(v.times["step"]) for v in variants}
+    fb = {v.name: min(v.times["fwd_bwd"]) for v in variants}
+
+    def ratio(label: str, slow: str, fast: str) -> None:
+        if slow in by and fast in by:
+            print(f"  {label}: {by[slow] / by[fast]:.2f}x")
+
+    print("\nratios (step time, higher = the lever helps):")
+    ratio("bf16 autocast vs fp32 (stage 2)", "stage 2, fp32 (reference)", "stage 2, bf16 autocast")
+    ratio("supervised-only logits vs full logits", "stage 2, fp32, full logits", "stage 2, fp32 (reference)")
+    ratio("channels-last ConvNeXt vs NCHW", "stage 2, fp32, NCHW ConvNeXt", "stage 2, fp32 (reference)")
+    ratio("feature cache vs towers on the fly (stage 2)", "stage 2, fp32 (reference)", "stage 2, fp32, feature cache")
+    ratio("feature cache vs towers on the fly (stage 1)", "stage 1, fp32", "stage 1, fp32, feature cache")
+    ratio("absorbed mining vs direct K/V mining", "stage 2, fp32, direct mining (MGM K/V)", "stage 2, fp32 (reference)")
+    ratio("SDPA vs eager attention", "stage 2, fp32, eager attention", "stage 2, fp32 (reference)")
+    ratio("bf16 + cache vs fp32 on the fly (stage 2)", "stage 2, fp32 (reference)", "stage 2, bf16 + feature cache")
+    ratio("bf16 weights vs bf16 autocast (stage 2)", "stage 2, bf16 autocast", "stage 2, bf16 weights (no autocast)")
+    ratio("bf16 + cache vs fp32 on the fly (stage 1)", "stage 1, fp32", "stage 1, bf16 + feature cache")
+    ours = fb[ref.name]
+    scaled = MGM_FWD_BWD_FP32 * MGM_PEAK_FP32 / peak[torch.float32]
+    print(f"  vs official MGM fwd+bwd fp32 ({MGM_FWD_BWD_FP32} s, measured separately at a {MGM_PEAK_FP32} GFLOP/s "
+          f"fp32 peak): {MGM_FWD_BWD_FP32 / ours:.2f}x (ours {ours:.2f} s fwd+bwd; target <= 8.7 s); with MGM's time "
+          f"scaled to this run's peak ({scaled:.1f} s): {scaled / ours:.2f}x")
+    print("\nbreakdown (best of rounds, seconds):")
+    foreach = torch.optim.AdamW(set_stage(m, 2), lr=1e-5, foreach=True)
+    rows: dict[str, dict[str, list[float]]] = {}
+    cases = [("stage 2 fp32", 2, torch.float32), ("stage 2 bf16", 2, torch.bfloat16), ("stage 1 fp32", 1, torch.float32)]
+    for name, s, dt in cases:
+        bench.breakdown(s, dt, foreach if s == 2 else None)  # warm-up
+    for _ in range(args.repeats):
+        for name, s, dt in cases:
+            for k, x in bench.breakdown(s, dt, foreach if s == 2 else None).items():
+                rows.setdefault(k, {}).setdefault(name, []).append(x)
+    print("| part | " + " | ".join(c[0] for c in cases) + " |")
+    print("|---|" + "---|" * len(cases))
+    for k, per in rows.items():
+        print(f"| {k} | " + " | ".join(f"{min(per[c[0]]):.3f}" if c[0] in per else "-" for c in cases) + " |")
+    print(f"\nload average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

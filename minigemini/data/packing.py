@@ -1,0 +1,108 @@
+"""Sequence packing: several samples share one row, with no attention across sample boundaries.
+
+`PackingCollator` places the samples of a batch into rows of at most `max_length` tokens (first
+fit, longest first), restarts `position_ids` at 0 for every sample and returns NO `attention_mask`.
+That is transformers' packed format: with `attention_mask=None` and no cache, its masking utilities
+(`masking_utils.find_packed_sequence_indices`, transformers >= 4.54 / 5.x) read sample boundaries from
+the position resets and build a block-diagonal causal mask for sdpa / eager / flex attention, and
+flash-attention 2 runs its variable-length kernel — so every token sees exactly what it would see
+in its own row. The first label of each sample is set to -100 (in its own row that position is never
+a target either), so the loss over a packed batch equals the padded batch's up to float rounding.
+Images (and cached features) are concatenated in the packed order of their placeholders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from .collate import DataCollator
+from .feature_cache import collate_features
+from .templates import IGNORE_INDEX
+
+
+def plan_rows(lengths: Sequence[int], max_length: int) -> list[list[int]]:
+    """Indices grouped into rows of total length <= max_length (first fit, longest first; a longer sample
+    gets a row of its own)."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
+        n = lengths[i]
+        row = next((r for r, free in enumerate(room) if free >= n), None)
+        if row is None:
+            rows.append([i])
+            room.append(max(max_length - n, 0))
+        else:
+            rows[row].append(i)
+            room[row] -= n
+    for row in rows:
+        row.sort()  # keep the data order inside a row
+    return rows
+
+
+@dataclass
+class PackingCollator(DataCollator):
+    """`DataCollator` that packs samples into rows of up to `pack_length` tokens (default: `max_length`;
+    `max_length` also truncates samples as in `DataCollator`; a sample longer than `pack_length` gets its own row).
+
+    Batch: `input_ids`, `labels`, `position_ids` [R, T] (no `attention_mask`), `images` / `images_aux` or
+    `lr_features` / `hr_features` in placeholder order, `skipped_samples`, and `packed_rows` (the
+    sample lengths of each row; pop it with `skipped_samples` before `forward`).
+    """
+
+    pack_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.pack_length or self.max_length) is None:
+            raise ValueError("PackingCollator needs pack_length or max_length (e.g. tokenizer.model_max_length)")
+
+    def __call__(self, features: Sequence[dict]) -> dict[str, Any]:
+        kept, skipped = self.select(features)
+        if not kept:
+            raise ValueError(f"every sample of this batch was dropped: {skipped}; fix the data "
+                             "(minigemini prep validate) or raise max_length")
+        rows = plan_rows([len(f["input_ids"]) for f in kept], int(self.pack_length or self.max_length))
+        ordered = [kept[i] for row in rows for i in row]
+        batch: dict[str, Any] = self.pack([[kept[i] for i in row] for row in rows])
+        for key in ("images", "images_aux"):
+            parts = [f[key] for f in ordered if f.get(key) is not None and len(f[key])]
+            if parts:
+                batch[key] = torch.cat(parts, dim=0)
+        batch.update(collate_features(ordered))
+        batch["packed_rows"] = [[len(kept[i]["input_ids"]) for i in row] for row in rows]
+        batch["skipped_samples"] = skipped
+        if self.return_sample_ids:
+            batch["sample_ids"] = [f.get("sample_id") for f in ordered]
+        return batch
+
+    def pack(self, rows: Sequence[Sequence[dict]]) -> dict[str, torch.Tensor]:
+        """Concatenate each row's samples; positions restart per sample; the tail is one padding segment."""
+        width = max(sum(len(f["input_ids"]) for f in row) for row in rows)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            start = 0
+            for f in row:
+                n = len(f["input_ids"])
+                ids[r, start:start + n] = torch.as_tensor(f["input_ids"], dtype=torch.long)
+                labels[r, start + 1:start + n] = torch.as_tensor(f["labels"], dtype=torch.long)[1:]
+                positions[r, start:start + n] = torch.arange(n)
+                start += n
+            positions[r, start:] = torch.arange(width - start)  # padding: its own segment, never attended to
+        return {"input_ids": ids, "labels": labels, "position_ids": positions}
+
+
+def padding_fraction(batch: dict[str, Any]) -> float:
+    """Share of pad slots in a collated batch (padded: attention_mask zeros; packed: after each row's samples)."""
+    if "packed_rows" in batch:
+        return 1.0 - sum(map(sum, batch["packed_rows"])) / batch["input_ids"].numel()
+    mask = batch["attention_mask"]
+    return 1.0 - float(mask.sum()) / mask.numel()
+
+
+__all__ = ["PackingCollator", "plan_rows", "padding_fraction"]
