@@ -77,7 +77,7 @@ class DataConfig:
     train: list[str] = field(default_factory=list)
     image_folder: str | None = None  # image paths in the records are relative to this (default: the JSON's folder)
     template: str | None = None  # conversation template for this stage (default: model.template; stage 1: plain)
-    feature_cache: str | None = None  # precomputed tower features (reserved: minigemini prep cache-features)
+    feature_cache: str | None = None  # folder from `minigemini prep cache-features` (frozen towers only)
     on_bad_sample: str = "skip"  # skip (count, report at the end) | fail (stop with the file and sample id)
     group_by_modality_length: bool = True  # batches of text-only / image samples of similar length
     num_workers: int = 2

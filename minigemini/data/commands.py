@@ -13,7 +13,7 @@ import importlib.util
 import sys
 
 EXTRA_PREP_COMMANDS = {
-    "cache-features": "minigemini.data.cache_features",  # precomputed tower features (another engineer's file)
+    "cache-features": "minigemini.data.feature_cache",  # precomputed frozen-tower features
 }
 
 

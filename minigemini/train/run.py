@@ -152,8 +152,6 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     t, lora = cfg.training, cfg.lora
     if not cfg.data.train:
         raise ValueError("data.train is empty: give the training JSON/JSONL file(s), e.g. data.train=[data/train.json]")
-    if cfg.data.feature_cache:
-        raise NotImplementedError("data.feature_cache is not supported by the training data path yet")
     args = build_training_arguments(cfg)  # before the model: sets up distributed + ZeRO-3 partitioning
     _ = args.device  # initialises the process group now (ZeRO-3 partitions the LLM while it loads)
     if args.deepspeed and args.world_size > 1:
@@ -181,6 +179,11 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         image_folder=cfg.data.image_folder or str(Path(cfg.data.train[0]).parent),
         max_length=cfg.model.model_max_length, on_error="skip")  # fail-fast is decided by the trainer on all ranks
     collator = DataCollator.from_processor(processor, return_sample_ids=True)
+    if cfg.data.feature_cache:  # frozen-tower features from `minigemini prep cache-features` (checked: not stale)
+        from ..data.feature_cache import CachedFeatureCollator, CachedFeatureDataset
+
+        dataset = CachedFeatureDataset(dataset, cfg.data.feature_cache, model)
+        collator = CachedFeatureCollator.from_processor(processor, return_sample_ids=True)
     trainer = MiniGeminiTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=processor,
         mm_learning_rate=t.mm_learning_rate, nan_policy=t.nan_policy, on_bad_sample=cfg.data.on_bad_sample,
