@@ -137,7 +137,8 @@ def env_header(num_threads: int) -> str:
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
     return (f"date {datetime.datetime.now().isoformat(timespec='seconds')} | CPU {cpu}, {os.cpu_count()} cores | "
-            f"torch {torch.__version__} threads {num_threads} | transformers {transformers.__version__} | "
+            f"torch {torch.__version__} threads {num_threads} (OMP_WAIT_POLICY="
+            f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}) | transformers {transformers.__version__} | "
             f"load average at start {', '.join(f'{x:.2f}' for x in load)}")
 
 

@@ -12,6 +12,7 @@ cache). Best of interleaved rounds (shared machine). Not run by CI.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import tempfile
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `minigemini` does (before torch loads OpenMP)
 
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402

@@ -18,12 +18,14 @@ not. Timings: best of interleaved rounds. Not run by CI.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `minigemini` does (before torch loads OpenMP)
 
 import torch  # noqa: E402
 

@@ -18,6 +18,7 @@ import hashlib
 import inspect
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,6 +32,7 @@ HELP = "precompute frozen LR/HR tower features for a data set (faster stage-1 tr
 FORMAT = "minigemini-feature-cache/1"
 INDEX = "index.json"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SPEC_KEYS_IGNORED = ("weights", "channels_last", "drop_path_rate")  # no effect on a frozen tower's output
 PREPROCESS_FIELDS = ("image_size", "image_size_aux", "image_grid", "image_global", "image_aspect_ratio",
                      "lr_from_hr", "image_mean", "image_std", "use_hr")
 
@@ -54,11 +56,9 @@ def tower_fingerprint(lr_tower: nn.Module, hr_tower: nn.Module | None) -> str:
         if tower is None:
             h.update(b"<none>")
             continue
-        spec = {k: v for k, v in getattr(tower, "spec", {}).items() if k not in ("weights", "channels_last", "drop_path_rate")}
+        spec = {k: v for k, v in getattr(tower, "spec", {}).items() if k not in SPEC_KEYS_IGNORED}
         h.update(json.dumps(spec, sort_keys=True, default=str).encode())
-        params = list(tower.parameters())
-        gather = _zero3_gather(params)
-        with gather:
+        with _zero3_gather(list(tower.parameters())):
             for name, value in sorted(tower.state_dict().items()):
                 if not value.is_floating_point():
                     continue
@@ -267,9 +267,11 @@ def load_towers(model_dir: str | Path) -> tuple[Any, nn.Module, nn.Module | None
 
     model_dir = Path(model_dir)
     config = MiniGeminiConfig.from_pretrained(str(model_dir))
-    towers = {"vision_lr": build_tower(config.vision_lr), "vision_hr": build_tower(config.vision_hr) if config.use_hr else None}
+    towers = {"vision_lr": build_tower(config.vision_lr),
+              "vision_hr": build_tower(config.vision_hr) if config.use_hr else None}
     index = model_dir / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    files = (sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists()
+             else ["model.safetensors"])
     state: dict[str, torch.Tensor] = {}
     for name in files:
         with safe_open(str(model_dir / name), framework="pt") as f:
@@ -413,10 +415,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the cache; exit 1 when some images could not be cached (listed), 0 otherwise."""
-    summary = build_feature_cache(args.model, args.data, args.out, image_folder=args.image_folder, dtype=args.dtype,
-                                  batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
-                                  overwrite=args.overwrite, device=args.device, progress=not args.no_progress)
+    """Build the cache; exit 1 when some images could not be cached (listed), 2 on an error, 0 otherwise."""
+    try:
+        summary = build_feature_cache(args.model, args.data, args.out, image_folder=args.image_folder,
+                                      dtype=args.dtype, batch_size=args.batch_size, workers=args.workers,
+                                      shard_size=args.shard_size, overwrite=args.overwrite, device=args.device,
+                                      progress=not args.no_progress)
+    except (FeatureCacheError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"feature cache {summary['folder']}: {summary['cached']} images ({summary['new']} new, "
           f"{summary['bytes_per_image'] / 2**20:.2f} "
           f"MiB each); use it with data.feature_cache={summary['folder']}")
