@@ -25,7 +25,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `minigemini` does (bef
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmarks.common import BENCH_DESCRIPTION, autocast_context, bench_config, build_model, env_header, set_stage  # noqa: E402
+from benchmarks.common import (BENCH_DESCRIPTION, autocast_context, bench_config, build_model,  # noqa: E402
+                               env_header, set_stage)
 from minigemini import MiniGeminiProcessor  # noqa: E402
 from minigemini.data.collate import DataCollator  # noqa: E402
 from minigemini.data.dataset import LazySupervisedDataset  # noqa: E402
@@ -88,8 +89,9 @@ def main() -> None:
         builds = {}
         for name in ("fp32", "bf16"):
             start = time.perf_counter()
-            summary = build_feature_cache(tmp / "model", data, tmp / f"cache_{name}", image_folder=tmp / "data" / "images",
-                                          dtype=name, batch_size=args.batch_size, workers=0, progress=False)
+            summary = build_feature_cache(tmp / "model", data, tmp / f"cache_{name}",
+                                          image_folder=tmp / "data" / "images", dtype=name,
+                                          batch_size=args.batch_size, workers=0, progress=False)
             builds[name] = (time.perf_counter() - start, summary["bytes_per_image"])
         ds = LazySupervisedDataset(data, processor, image_folder=tmp / "data" / "images", on_error="raise")
         n_tokens = sum(len(ds[i]["input_ids"]) for i in range(len(ds)))
@@ -98,8 +100,9 @@ def main() -> None:
             plain = DataCollator.from_processor(processor)
             cached = CachedFeatureCollator.from_processor(processor)
             cds = CachedFeatureDataset(ds, tmp / f"cache_{name}", model)
-            loaders[f"{name}, towers on the fly"] = (dt, torch.utils.data.DataLoader(ds, args.batch_size, collate_fn=plain))
-            loaders[f"{name}, feature cache"] = (dt, torch.utils.data.DataLoader(cds, args.batch_size, collate_fn=cached))
+            loader = torch.utils.data.DataLoader
+            loaders[f"{name}, towers on the fly"] = (dt, loader(ds, args.batch_size, collate_fn=plain))
+            loaders[f"{name}, feature cache"] = (dt, loader(cds, args.batch_size, collate_fn=cached))
         for dt, loader in loaders.values():  # warm-up: one batch each
             batch = next(iter(loader))
             batch.pop("skipped_samples")
@@ -121,8 +124,8 @@ def main() -> None:
     for name, sec in best.items():
         print(f"| {name} | {sec:.1f} | {args.images / sec:.2f} | {', '.join(f'{x:.1f}' for x in times[name])} |")
     for name in ("fp32", "bf16"):
-        print(f"ratio ({name}): feature cache {best[f'{name}, towers on the fly'] / best[f'{name}, feature cache']:.2f}x "
-              "faster per epoch")
+        gain = best[f"{name}, towers on the fly"] / best[f"{name}, feature cache"]
+        print(f"ratio ({name}): feature cache {gain:.2f}x faster per epoch")
     print(f"(the cache build costs about {builds['bf16'][0] / best['bf16, towers on the fly']:.1f} on-the-fly bf16 "
           "epochs' time here; it pays off from the second epoch / stage, or when several runs share it)")
 

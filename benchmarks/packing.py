@@ -1,6 +1,7 @@
 """Sequence packing vs padding on a LLaVA-665K-like length mix: padding fraction and training tokens/s.
 
-    .venv/bin/python benchmarks/packing.py [--threads 2] [--samples 24] [--batch-size 4] [--max-length 2048] [--rounds 2]
+    .venv/bin/python benchmarks/packing.py [--threads 2] [--samples 24] [--batch-size 4] [--max-length 2048]
+                                           [--rounds 2]
 
 Length mix (an approximation of LLaVA-v1.5-665K with a Llama tokenizer, not read from the data set):
 90% image samples = 576 image tokens + text ~ lognormal(median 150, sigma 0.9) clipped to [16, 1400];
@@ -43,7 +44,8 @@ def length_mix(n: int, max_length: int, n_image_tokens: int, seed: int = 0) -> l
     out = []
     for _ in range(n):
         if rng.random() < 0.9:
-            out.append((int(min(max(rng.lognormvariate(5.01, 0.9), 16), min(1400, max_length - n_image_tokens - 1))), True))
+            cap = min(1400, max_length - n_image_tokens - 1)
+            out.append((int(min(max(rng.lognormvariate(5.01, 0.9), 16), cap)), True))
         else:
             out.append((int(min(max(rng.lognormvariate(6.40, 0.9), 32), max_length - 1)), False))
     return out
@@ -132,12 +134,14 @@ def main() -> None:
     print(f"\npadding fraction over {len(tokens)} samples (mean length {sum(tokens) / len(tokens):.0f} tokens, "
           f"{sum(not i for _, i in mix) / len(mix):.0%} text-only), batches of {b} samples:")
     print(f"  padded, random order: {1 - sum(tokens) / padded_slots(list(range(len(tokens)))):.1%}")
-    print(f"  padded, LLaVA modality-length-grouped sampler (8 ranks x {b}): {1 - sum(tokens) / padded_slots(llava):.1%}")
+    print(f"  padded, LLaVA modality-length-grouped sampler (8 ranks x {b}): "
+          f"{1 - sum(tokens) / padded_slots(llava):.1%}")
     print(f"  padded, globally sorted by length (best case of any sampler): "
           f"{1 - sum(tokens) / padded_slots(sorted(range(len(tokens)), key=tokens.__getitem__)):.1%}")
     for length, per in ((args.max_length, 2), (args.max_length // 2, 4)):
         slots, mean_row = packed_slots(length, per)
-        print(f"  packed, rows <= {length} (mean row {mean_row:.0f}), {per} rows per batch: {1 - sum(tokens) / slots:.1%}")
+        print(f"  packed, rows <= {length} (mean row {mean_row:.0f}), {per} rows per batch: "
+              f"{1 - sum(tokens) / slots:.1%}")
 
     # training throughput on the same samples
     mix = length_mix(args.samples, args.max_length, config.num_image_tokens, seed=0)

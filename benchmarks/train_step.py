@@ -23,9 +23,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `minigemini` does (bef
 
 import torch  # noqa: E402
 
-from benchmarks.common import (BENCH_DESCRIPTION, FLOPS_FORMULA, autocast_context, bench_config, build_model,  # noqa: E402
-                               env_header, matmul_gflops, median, model_flops, set_stage, synthetic_batch,
-                               tower_forward_flops)
+from benchmarks.common import (BENCH_DESCRIPTION, FLOPS_FORMULA, autocast_context,  # noqa: E402
+                               bench_config, build_model, env_header, matmul_gflops, median, model_flops,
+                               set_stage, synthetic_batch, tower_forward_flops)
 
 MGM_FWD_BWD_FP32 = 13.1  # official MGM code, same config, fp32, 2 threads, this machine (median, from the issue)
 MGM_PEAK_FP32 = 164.0  # the fp32 2048^2 matmul peak of this machine when that figure was taken (from the issue)
@@ -184,7 +184,8 @@ def main() -> None:
         print(f"  round {r + 1}/{args.repeats} done (load {os.getloadavg()[0]:.2f})", flush=True)
     peak = {dt: max(x) for dt, x in peaks.items()}
     print(f"\nmatmul peak (2048^2, best of {args.repeats}): fp32 {peak[torch.float32]:.0f} GFLOP/s, "
-          f"bf16 {peak[torch.bfloat16]:.0f} GFLOP/s (all rounds fp32: {', '.join(f'{x:.0f}' for x in peaks[torch.float32])})")
+          f"bf16 {peak[torch.bfloat16]:.0f} GFLOP/s (all rounds fp32: "
+          f"{', '.join(f'{x:.0f}' for x in peaks[torch.float32])})")
     print("\n" + FLOPS_FORMULA)
     for s in (2, 1):
         f = flops[s, False]
@@ -231,7 +232,8 @@ def main() -> None:
     print("\nbreakdown (best of rounds, seconds):")
     foreach = torch.optim.AdamW(set_stage(m, 2), lr=1e-5, foreach=True)
     rows: dict[str, dict[str, list[float]]] = {}
-    cases = [("stage 2 fp32", 2, torch.float32), ("stage 2 bf16", 2, torch.bfloat16), ("stage 1 fp32", 1, torch.float32)]
+    cases = [("stage 2 fp32", 2, torch.float32), ("stage 2 bf16", 2, torch.bfloat16),
+             ("stage 1 fp32", 1, torch.float32)]
     for name, s, dt in cases:
         bench.breakdown(s, dt, foreach if s == 2 else None)  # warm-up
     for _ in range(args.repeats):

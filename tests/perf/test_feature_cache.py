@@ -25,7 +25,8 @@ def _records(n: int) -> list[dict]:
         conv = [{"from": "human", "value": f"<image>\nWhat colour is square {i}?"},
                 {"from": "gpt", "value": f"It is colour number {i % 3}."}]
         recs.append({"id": f"s{i}", "image": f"img{i % 5}.png", "conversations": conv})  # 5 distinct images
-    recs.append({"id": "text", "conversations": [{"from": "human", "value": "Hello?"}, {"from": "gpt", "value": "Hi."}]})
+    text_only = [{"from": "human", "value": "Hello?"}, {"from": "gpt", "value": "Hi."}]
+    recs.append({"id": "text", "conversations": text_only})
     return recs
 
 
