@@ -112,6 +112,20 @@ def autocast_context(dtype: torch.dtype | None) -> Any:
     return torch.autocast("cpu", dtype=dtype) if dtype is not None and dtype != torch.float32 else nullcontext()
 
 
+def train_pass(model: torch.nn.Module, opt: torch.optim.Optimizer, batches: Any, dtype: torch.dtype | None = None,
+               drop: tuple[str, ...] = ("skipped_samples", "packed_rows", "sample_ids")) -> float:
+    """Seconds for one training step per batch (loading included when `batches` is a DataLoader):
+    forward under `autocast_context(dtype)`, backward, optimizer; keys in `drop` are not model inputs."""
+    start = time.perf_counter()
+    for batch in batches:
+        with autocast_context(dtype):
+            loss = model(**{k: v for k, v in batch.items() if k not in drop}).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
 @contextmanager
 def threads(n: int) -> Iterator[None]:
     """Run with `n` intra-op threads, then restore."""

@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `minigemini` does (bef
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmarks.common import (BENCH_DESCRIPTION, autocast_context, bench_config, build_model,  # noqa: E402
+from benchmarks.common import (BENCH_DESCRIPTION, autocast_context, bench_config, build_model, train_pass,  # noqa: E402
                                env_header, set_stage)
 from minigemini import MiniGeminiProcessor  # noqa: E402
 from minigemini.data.collate import DataCollator  # noqa: E402
@@ -53,15 +53,7 @@ def write_data(folder: Path, n: int) -> Path:
 
 def epoch(model, opt, loader, dtype) -> float:
     """Seconds for one pass over `loader` (loading + forward + backward + optimizer)."""
-    start = time.perf_counter()
-    for batch in loader:
-        batch.pop("skipped_samples", None)
-        with autocast_context(dtype):
-            loss = model(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
+    return train_pass(model, opt, loader, dtype)
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ import argparse
 import os
 import random
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,7 +29,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `minigemini` does (bef
 
 import torch  # noqa: E402
 
-from benchmarks.common import BENCH_DESCRIPTION, bench_config, build_model, env_header, set_stage  # noqa: E402
+from benchmarks.common import (BENCH_DESCRIPTION, bench_config, build_model, env_header, set_stage,  # noqa: E402
+                               train_pass)
 from minigemini.data.feature_cache import CachedFeatureCollator, collate_features  # noqa: E402
 from minigemini.data.packing import PackingCollator, plan_rows  # noqa: E402
 from minigemini.data.sampler import ModalityLengthGroupedSampler  # noqa: E402
@@ -78,13 +78,7 @@ def _pack_rows(collator: PackingCollator, rows: list[list[dict]]) -> dict:
 
 def run(model, opt, batches: list[dict]) -> float:
     """Seconds for one training step per batch."""
-    start = time.perf_counter()
-    for batch in batches:
-        loss = model(**{k: v for k, v in batch.items() if k not in DROP}).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
+    return train_pass(model, opt, batches, drop=DROP)
 
 
 def main() -> None:
