@@ -81,6 +81,10 @@ class DataConfig:
     on_bad_sample: str = "skip"  # skip (count, report at the end) | fail (stop with the file and sample id)
     group_by_modality_length: bool = True  # batches of text-only / image samples of similar length
     num_workers: int = 2
+    # Pack the samples of each per-device batch into rows of up to `pack_length` tokens (position ids restart
+    # per sample, no attention across samples; same loss as padding); raise per_device_train_batch_size to fill rows.
+    packing: bool = False
+    pack_length: int | None = None  # row length with packing (default: model.model_max_length)
 
 
 @dataclass

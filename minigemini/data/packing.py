@@ -9,18 +9,24 @@ flash-attention 2 runs its variable-length kernel — so every token sees exactl
 in its own row. The first label of each sample is set to -100 (in its own row that position is never
 a target either), so the loss over a packed batch equals the padded batch's up to float rounding.
 Images (and cached features) are concatenated in the packed order of their placeholders.
+`packing_problem(llm)` says why an LLM cannot train this way (attention implementation, or a mask
+that ignores position_ids, seen on a two-row probe); training checks it when `data.packing` is on.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+from torch import nn
 
 from .collate import DataCollator
 from .feature_cache import collate_features
 from .templates import IGNORE_INDEX
+
+logger = logging.getLogger(__name__)
 
 
 def plan_rows(lengths: Sequence[int], max_length: int) -> list[list[int]]:
@@ -105,4 +111,38 @@ def padding_fraction(batch: dict[str, Any]) -> float:
     return 1.0 - float(mask.sum()) / mask.numel()
 
 
-__all__ = ["PackingCollator", "plan_rows", "padding_fraction"]
+def packing_problem(language_model: nn.Module) -> str | None:
+    """Why this causal LM cannot train on packed rows (None: it can). Checks the attention implementation, then
+    probes the model on two tiny packed rows whose second samples are equal: they must give equal logits."""
+    from transformers import masking_utils
+
+    impl = getattr(language_model.config, "_attn_implementation", None)
+    if impl not in masking_utils.ALL_MASK_ATTENTION_FUNCTIONS:
+        return (f"its attention implementation {impl!r} builds no mask from position-id resets "
+                f"(supported: {', '.join(sorted(masking_utils.ALL_MASK_ATTENTION_FUNCTIONS))})")
+    weight = language_model.get_input_embeddings().weight
+    if weight.device.type == "meta" or weight.numel() == 0 or hasattr(weight, "ds_id"):
+        return None  # not materialised / ZeRO-3 partitioned: no probe, the implementation check is all we have
+    vocab = weight.shape[0]
+    rows = torch.tensor([[1, 2, 3, 3, 2, 1], [vocab - 1, vocab - 2, vocab - 3, 3, 2, 1]], device=weight.device)
+    positions = torch.tensor([[0, 1, 2, 0, 1, 2]] * 2, device=weight.device)
+    was_training = language_model.training
+    language_model.eval()
+    try:
+        with torch.no_grad():
+            logits = language_model(input_ids=rows, position_ids=positions, use_cache=False).logits.float()
+    except Exception as exc:  # noqa: BLE001 - e.g. a GPU-only attention kernel while the model is on the CPU
+        logger.warning("could not check that %s reads packed position ids (%s: %s); make sure its attention "
+                       "mask is built from position_ids", type(language_model).__name__, type(exc).__name__, exc)
+        return None
+    finally:
+        language_model.train(was_training)
+    # Each row's second sample is [3, 2, 1] after a different first sample: it must not see that sample.
+    tol = 1e-5 if weight.dtype == torch.float32 else 2e-2  # a leak moves logits by far more than rounding
+    if torch.allclose(logits[0, 3:], logits[1, 3:], rtol=tol * 10, atol=tol):
+        return None
+    return (f"{type(language_model).__name__} does not build its attention mask from position_ids, so a packed "
+            "sample would attend to the samples before it in its row")
+
+
+__all__ = ["PackingCollator", "plan_rows", "padding_fraction", "packing_problem"]

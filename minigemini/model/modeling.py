@@ -62,6 +62,21 @@ class MiniGeminiForCausalLM(MiniGeminiPreTrainedModel, GenerationMixin):
         self.projector = build_projector(config.projector_type, lr_dim, config.text_config.hidden_size)
         self.post_init()
 
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.from_pretrained`, with the towers frozen again as after `__init__` (transformers v5
+        loads every floating-point weight as a new `nn.Parameter(requires_grad=True)`)."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).freeze_towers()
+        return loaded
+
+    def freeze_towers(self) -> None:
+        """Towers: no gradients, eval mode (they then ignore `.train()`, see towers.py)."""
+        for tower in (self.vision_lr, self.vision_hr):
+            if tower is not None:
+                tower.requires_grad_(False)
+                tower.eval()
+
     # ---- HF plumbing ---------------------------------------------------------------------
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()

@@ -103,6 +103,36 @@ def build_training_arguments(cfg: RunConfig) -> Any:
     return TrainingArguments(**kwargs)
 
 
+def resolve_pack_length(cfg: RunConfig) -> int | None:
+    """Row length for `data.packing` (`data.pack_length`, else `model.model_max_length`); None without packing."""
+    d = cfg.data
+    if not d.packing:
+        if d.pack_length is not None:
+            logger.warning("data.pack_length=%s has no effect while data.packing=false", d.pack_length)
+        return None
+    length = d.pack_length if d.pack_length is not None else cfg.model.model_max_length
+    if length is None:
+        raise ValueError("data.packing=true needs a row length: set data.pack_length=N (tokens per packed row) "
+                         "or model.model_max_length=N")
+    if int(length) <= 0:
+        key = "data.pack_length" if d.pack_length is not None else "model.model_max_length"
+        raise ValueError(f"data.packing=true: {key}={length} is not a positive row length; set data.pack_length=N")
+    return int(length)
+
+
+def check_packing_support(model: Any, attn_implementation: str | None) -> None:
+    """Raise if the LLM would let packed samples attend to each other (see `data.packing.packing_problem`)."""
+    from ..data.packing import packing_problem
+
+    problem = packing_problem(model.language_model)
+    if problem is None:
+        return
+    fix = (f"set model.attn_implementation to sdpa, eager, flex_attention or flash_attention_2 (now "
+           f"{attn_implementation!r})" if "attention implementation" in problem else "use another LLM")
+    raise ValueError(f"data.packing=true cannot be used with this LLM: {problem}. To pack, {fix}; "
+                     "or train without packing (data.packing=false)")
+
+
 def git_commit() -> str:
     """The package's git commit (+ "-dirty"), or "unknown" outside a checkout."""
     root = Path(__file__).resolve().parents[2]
@@ -152,6 +182,7 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     t, lora = cfg.training, cfg.lora
     if not cfg.data.train:
         raise ValueError("data.train is empty: give the training JSON/JSONL file(s), e.g. data.train=[data/train.json]")
+    pack_length = resolve_pack_length(cfg)  # config errors before any model is loaded
     args = build_training_arguments(cfg)  # before the model: sets up distributed + ZeRO-3 partitioning
     _ = args.device  # initialises the process group now (ZeRO-3 partitions the LLM while it loads)
     if args.deepspeed and args.world_size > 1:
@@ -168,6 +199,8 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
             spec = resolve_tiny(spec, cfg.data.train)
     spec.llm_load_kwargs = qlora_load_kwargs(lora, dtype)
     model, processor = build_model_and_processor(spec, dtype=dtype)
+    if pack_length is not None:
+        check_packing_support(model, spec.attn_implementation)
     if lora.enabled:
         apply_lora(model, lora, gradient_checkpointing=t.gradient_checkpointing)
     report = apply_stage(model, t.stage, t.unfreeze, lora=lora.enabled)
@@ -184,6 +217,10 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
 
         dataset = CachedFeatureDataset(dataset, cfg.data.feature_cache, model)
         collator = CachedFeatureCollator.from_processor(processor, return_sample_ids=True)
+    if pack_length is not None:  # rows of several samples; also batches cached features (in packed order)
+        from ..data.packing import PackingCollator
+
+        collator = PackingCollator.from_processor(processor, return_sample_ids=True, pack_length=pack_length)
     trainer = MiniGeminiTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=processor,
         mm_learning_rate=t.mm_learning_rate, nan_policy=t.nan_policy, on_bad_sample=cfg.data.on_bad_sample,

@@ -1,12 +1,13 @@
 """MiniGeminiTrainer: `transformers.Trainer` plus only what it lacks for this model.
 
-- batches carry `sample_ids` / `skipped_samples`: popped before `forward`; skipped samples are
-  counted over all ranks and reported at the end (or stop the run at once under fail-fast);
+- batches carry `sample_ids` / `skipped_samples` (and `packed_rows` under `data.packing`): popped before
+  `forward`; skipped samples are counted over all ranks and reported at the end (or stop the run at once
+  under fail-fast);
 - a non-finite loss stops the run naming the step and the batch's sample ids (or, with
   `nan_policy="skip"`, the step's gradients are zeroed), decided on all ranks together, so no rank hangs;
 - modality/length-grouped sampling, an optional separate learning rate for mining + projector,
   DeepSpeed CPU Adam under ZeRO-Offload;
-- samples/s and tokens/s (text + image tokens) in the logs;
+- samples/s and tokens/s (text + image tokens) in the logs, and the padding fraction of packed batches;
 - checkpoints hold the trained weights (frozen parts are rebuilt from the run config), optimizer,
   scheduler, RNG and trainer state (under DeepSpeed: DeepSpeed's full checkpoint); the final export
   is a `save_pretrained` model (+ processor, + `mm_projector.safetensors`), or adapter + non-LoRA trainables.
@@ -31,6 +32,8 @@ from .lora import is_lora_model, save_lora_export
 from .stages import connector_parameters
 
 logger = logging.getLogger(__name__)
+
+BOOKKEEPING_KEYS = ("sample_ids", "skipped_samples", "packed_rows")  # collator outputs that are no model inputs
 
 
 class NonFiniteLossError(RuntimeError):
@@ -63,7 +66,8 @@ class MiniGeminiTrainer(Trainer):
         self._batch_ids: list[str] = []
         self._batch_skipped: list[dict] = []
         self._zero_grads_this_step = False
-        self._window = [0, 0, 0]  # samples, text tokens, image tokens since the last log
+        self._packed_tokens: int | None = None  # real tokens of this packed micro-batch (no attention_mask to count)
+        self._window = [0, 0, 0, 0, 0]  # samples, text tokens, image tokens, packed tokens, packed slots (since log)
         self._window_start: float | None = None
 
     # ---- data ----------------------------------------------------------------------------------------
@@ -114,19 +118,26 @@ class MiniGeminiTrainer(Trainer):
         self._batch_ids = [str(s) for s in (inputs.pop("sample_ids", None) or [])]
         self._batch_skipped = list(inputs.pop("skipped_samples", None) or [])
         self.skipped_samples.extend(self._batch_skipped)
-        self._count_tokens(inputs)
+        packed_rows = inputs.pop("packed_rows", None)
+        self._packed_tokens = sum(map(sum, packed_rows)) if packed_rows is not None else None
+        self._count_tokens(inputs, packed_rows)
         return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        inputs.pop("sample_ids", None)
-        inputs.pop("skipped_samples", None)
+        for key in BOOKKEEPING_KEYS:
+            inputs.pop(key, None)
         result = super().compute_loss(model, inputs, return_outputs=return_outputs,
                                       num_items_in_batch=num_items_in_batch)
         if model.training:
             loss = result[0] if return_outputs else result
             self._check_step(loss)
         return result
+
+    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None) -> Any:
+        inputs = {k: v for k, v in inputs.items() if k not in BOOKKEEPING_KEYS}  # also when no labels (no compute_loss)
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     def _check_step(self, loss: torch.Tensor) -> None:
         """One all-reduce per micro-batch: any rank with a non-finite loss or (fail-fast) a bad sample."""
@@ -178,18 +189,31 @@ class MiniGeminiTrainer(Trainer):
         return [obj]
 
     # ---- logging ----------------------------------------------------------------------------------------------
-    def _count_tokens(self, inputs: dict[str, Any]) -> None:
+    def _count_tokens(self, inputs: dict[str, Any], packed_rows: list[list[int]] | None = None) -> None:
         if self._window_start is None:
             self._window_start = time.time()
         ids, mask = inputs.get("input_ids"), inputs.get("attention_mask")
         if ids is None:
             return
         image_id = getattr(getattr(self.accelerator.unwrap_model(self.model), "config", None), "image_token_id", None)
-        valid = mask.bool() if mask is not None else torch.ones_like(ids, dtype=torch.bool)
+        if packed_rows is not None:  # a packed row's samples come first, its padding after them
+            valid = torch.arange(ids.shape[1], device=ids.device)[None] < torch.tensor(
+                [sum(row) for row in packed_rows], device=ids.device)[:, None]
+        else:
+            valid = mask.bool() if mask is not None else torch.ones_like(ids, dtype=torch.bool)
         n_image = int(((ids == image_id) & valid).sum()) if image_id is not None else 0
-        self._window[0] += ids.shape[0]
+        self._window[0] += sum(map(len, packed_rows)) if packed_rows is not None else ids.shape[0]
         self._window[1] += int(valid.sum()) - n_image
         self._window[2] += n_image
+        if packed_rows is not None:
+            self._window[3] += int(valid.sum())
+            self._window[4] += ids.numel()
+
+    def _track_num_input_tokens(self, inputs: dict[str, Any]) -> None:
+        if self._packed_tokens is None or self.args.include_num_input_tokens_seen != "non_padding":
+            return super()._track_num_input_tokens(inputs)
+        tokens = torch.as_tensor(self._packed_tokens, device=self.args.device, dtype=torch.int64)
+        self.state.num_input_tokens_seen += self.accelerator.gather(tokens).sum().item()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds samples/s and tokens/s (text + image, summed over ranks) to the training logs."""
@@ -201,9 +225,11 @@ class MiniGeminiTrainer(Trainer):
             logs["samples_per_second"] = round(float(counts[0]) / elapsed, 3)
             logs["tokens_per_second"] = round(float(counts[1] + counts[2]) / elapsed, 1)
             logs["image_tokens_per_second"] = round(float(counts[2]) / elapsed, 1)
+            if counts[4] > 0:  # data.packing: share of the packed rows' slots that are padding
+                logs["padding_fraction"] = round(1.0 - float(counts[3]) / float(counts[4]), 4)
             if not math.isfinite(logs.get("loss", 0.0)):
                 logs["loss"] = float("nan")
-            self._window = [0, 0, 0]
+            self._window = [0, 0, 0, 0, 0]
             self._window_start = time.time()
         super().log(logs, start_time)
 

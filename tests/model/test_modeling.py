@@ -181,3 +181,18 @@ def test_prebuilt_llm_keeps_causal_attention() -> None:
         a = model(ids).logits
         b = model(changed).logits
     torch.testing.assert_close(a[0, :-1], b[0, :-1])  # a later token must not change earlier logits
+
+
+@pytest.mark.parametrize("auto", [False, True])
+def test_towers_stay_frozen_after_from_pretrained(tmp_path, auto: bool) -> None:
+    _model().save_pretrained(tmp_path)
+    cls = AutoModelForCausalLM if auto else MiniGeminiForCausalLM
+    model = cls.from_pretrained(tmp_path).train()  # v5 loads weights as new Parameters (requires_grad=True)
+    for tower in (model.vision_lr, model.vision_hr):
+        assert not any(p.requires_grad for p in tower.parameters())
+        assert not any(m.training for m in tower.modules())
+    assert model.projector.training and all(p.requires_grad for p in model.projector.parameters())
+    ids, mask, labels, images, aux = _batch(model.config)
+    visual = model.encode_images(images, aux)
+    assert visual.requires_grad  # the connector trains; the towers build no graph
+    assert not model.vision_lr(images).requires_grad
