@@ -60,6 +60,10 @@ class ModelConfig:
     template: str = "vicuna_v1"  # conversation template name (minigemini.data.templates)
     model_max_length: int = 2048
     attn_implementation: str | None = "sdpa"
+    # Weights of the frozen parts (towers; the LLM in pretrain; the base LLM under LoRA) without DeepSpeed:
+    # "auto" = the training precision (bf16/fp16 halve their memory, skip autocast's per-step weight casts),
+    # "fp32" = keep them in fp32. Trained weights stay fp32 (master weights) either way.
+    frozen_dtype: str = "auto"
     init_from: str | None = None  # a saved minigemini model folder to start from (instead of llm + towers)
     pretrained_adapter: str | None = None  # stage-1 output folder or mm_projector.safetensors (mining + projector)
     tiny_dir: str = "runs/tiny_base"  # where the tiny preset keeps its base (LLM, towers, tokenizer)

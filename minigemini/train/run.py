@@ -133,6 +133,17 @@ def check_packing_support(model: Any, attn_implementation: str | None) -> None:
                      "or train without packing (data.packing=false)")
 
 
+def resolve_frozen_dtype(cfg: RunConfig, deepspeed_low_precision: bool) -> torch.dtype | None:
+    """The dtype to store frozen weights in (`model.frozen_dtype`), or None to leave them as loaded
+    (fp32 training, `frozen_dtype: fp32`, or DeepSpeed bf16/fp16, where every weight is already low precision)."""
+    choice = cfg.model.frozen_dtype
+    if choice not in ("auto", "fp32"):
+        raise ValueError(f"model.frozen_dtype must be auto or fp32, got {choice!r}")
+    if choice == "fp32" or deepspeed_low_precision:
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.training.precision)
+
+
 def git_commit() -> str:
     """The package's git commit (+ "-dirty"), or "unknown" outside a checkout."""
     root = Path(__file__).resolve().parents[2]
@@ -176,7 +187,7 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     from ..data.dataset import LazySupervisedDataset
     from ..model.builder import build_model_and_processor, resolve_tiny
     from .lora import apply_lora, qlora_load_kwargs
-    from .stages import apply_stage, format_report
+    from .stages import apply_stage, cast_frozen, format_report
     from .trainer import MiniGeminiTrainer
 
     t, lora = cfg.training, cfg.lora
@@ -193,6 +204,7 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     use_ds_bf16 = cfg.deepspeed.config is not None and t.precision in ("bf16", "fp16")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision, torch.float32) if use_ds_bf16 \
         else torch.float32  # without DeepSpeed: fp32 master weights + autocast
+    frozen_dtype = resolve_frozen_dtype(cfg, use_ds_bf16)
     spec = copy.copy(cfg.model)
     if spec.preset == "tiny":
         with args.main_process_first(desc="tiny base model"):
@@ -204,6 +216,8 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     if lora.enabled:
         apply_lora(model, lora, gradient_checkpointing=t.gradient_checkpointing)
     report = apply_stage(model, t.stage, t.unfreeze, lora=lora.enabled)
+    if frozen_dtype is not None:
+        cast_frozen(model, frozen_dtype)
     text = format_report(report, t.stage + (" + LoRA" if lora.enabled else ""))
     if args.should_save:
         print(text, flush=True)

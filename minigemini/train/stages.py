@@ -5,7 +5,8 @@
     finetune   mining, projector, llm      vision_lr, vision_hr
 
 `unfreeze` adds parts (e.g. `vision_hr`); with LoRA, `llm` means "the LoRA weights of the LLM"
-(the base LLM weights stay frozen; peft marks the adapters trainable).
+(the base LLM weights stay frozen; peft marks the adapters trainable). `cast_frozen` stores the
+frozen weights in the compute dtype (they need no fp32 master copy).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
+import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,19 @@ def apply_stage(model: nn.Module, stage: str, unfreeze: Sequence[str] = (),
         if name.startswith("vision"):
             module.train(name in train)  # frozen towers stay in eval mode (no drop-path)
     return parameter_report(model)
+
+
+def cast_frozen(model: nn.Module, dtype: torch.dtype) -> int:
+    """Cast every frozen floating-point parameter of the model's parts to `dtype` (after `apply_stage`);
+    returns how many parameter elements were cast. Trainable weights and all buffers (e.g. RoPE's
+    inverse frequencies) keep their dtype."""
+    cast = 0
+    for module in part_modules(model).values():
+        for p in module.parameters():
+            if not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
+                p.data = p.data.to(dtype)
+                cast += p.numel()
+    return cast
 
 
 def parameter_report(model: nn.Module) -> dict[str, tuple[int, int]]:

@@ -135,3 +135,31 @@ def test_nonfinite_loss_stops_or_skips(overrides, tmp_path: Path, synthetic_dir:
     assert result.global_step == 3 and [s["step"] for s in result.skipped["nonfinite_steps"]] == [2]
     model = result.trainer.model
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("frozen_dtype", ["auto", "fp32"])
+def test_bf16_run_stores_frozen_weights_in_bf16(overrides, tmp_path: Path, synthetic_dir: Path, tiny_base: Path,
+                                                frozen_dtype: str) -> None:
+    """precision bf16 without DeepSpeed: frozen parts in bf16 (auto) or fp32; trained weights fp32; the export
+    reloads with the same weights."""
+    out = tmp_path / frozen_dtype
+    cfg = load_config(TINY_PRETRAIN, overrides(out, synthetic_dir / "captions.json", tiny_base, training__max_steps=2,
+                                               training__precision="bf16", model__frozen_dtype=frozen_dtype))
+    result = run_training(cfg)
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.losses.values()) and len(result.losses) == 2
+    model = result.trainer.model
+    frozen = torch.bfloat16 if frozen_dtype == "auto" else torch.float32
+    for name, p in model.named_parameters():
+        assert p.dtype == (torch.float32 if p.requires_grad else frozen), name
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"mining", "projector"}
+    reloaded = MiniGeminiForCausalLM.from_pretrained(out, dtype=torch.float32)
+    trained = dict(model.named_parameters())
+    for name, p in reloaded.named_parameters():
+        assert torch.equal(p, trained[name].float()), name  # bf16 -> fp32 is exact
+
+
+def test_frozen_dtype_rejects_unknown_value(overrides, tmp_path: Path, synthetic_dir: Path, tiny_base: Path) -> None:
+    cfg = load_config(TINY_PRETRAIN, overrides(tmp_path, synthetic_dir / "captions.json", tiny_base,
+                                               model__frozen_dtype="bf16"))
+    with pytest.raises(ValueError, match="model.frozen_dtype must be auto or fp32, got 'bf16'"):
+        run_training(cfg)

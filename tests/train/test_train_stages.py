@@ -93,3 +93,18 @@ def test_built_llm_is_causal(tiny_base: Path) -> None:
         a, b = lm(input_ids=ids).logits, lm(input_ids=changed).logits
     assert lm.config._attn_implementation == "sdpa"
     assert torch.equal(a[0, :-1], b[0, :-1])
+
+
+def test_cast_frozen_keeps_trained_weights_fp32(tiny_base: Path) -> None:
+    from minigemini.train.stages import cast_frozen
+
+    model, _ = _tiny(tiny_base)
+    apply_stage(model, "pretrain")
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    inv_freq = dict(model.language_model.named_buffers())
+    assert cast_frozen(model, torch.bfloat16) == frozen > 0
+    for name, p in model.named_parameters():
+        want = torch.float32 if name.startswith(("mining", "projector")) else torch.bfloat16
+        assert p.dtype == want, name
+    assert all(b.dtype == inv_freq[n].dtype for n, b in model.language_model.named_buffers())  # buffers untouched
+    assert cast_frozen(model, torch.bfloat16) == 0  # idempotent
