@@ -30,7 +30,8 @@ from benchmarks.common import (BENCH_DESCRIPTION, autocast_context, bench_config
 from minigemini import MiniGeminiProcessor  # noqa: E402
 from minigemini.data.collate import DataCollator  # noqa: E402
 from minigemini.data.dataset import LazySupervisedDataset  # noqa: E402
-from minigemini.data.feature_cache import CachedFeatureCollator, CachedFeatureDataset, build_feature_cache  # noqa: E402
+from minigemini.data.feature_cache import CachedFeatureCollator, CachedFeatureDataset  # noqa: E402
+from minigemini.data.feature_cache_build import build_feature_cache  # noqa: E402
 
 TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mgm_reference" / "tiny_a" / "tokenizer.model"
 

@@ -13,7 +13,7 @@ import importlib.util
 import sys
 
 EXTRA_PREP_COMMANDS = {
-    "cache-features": "minigemini.data.feature_cache",  # precomputed frozen-tower features
+    "cache-features": "minigemini.data.feature_cache_build",  # precomputed frozen-tower features
 }
 
 

@@ -15,8 +15,8 @@ from PIL import Image
 from minigemini import MiniGeminiForCausalLM, MiniGeminiProcessor
 from minigemini.data.collate import DataCollator
 from minigemini.data.dataset import LazySupervisedDataset
-from minigemini.data.feature_cache import (CachedFeatureCollator, CachedFeatureDataset, FeatureCache,
-                                           FeatureCacheError, add_arguments, build_feature_cache, run)
+from minigemini.data.feature_cache import CachedFeatureCollator, CachedFeatureDataset, FeatureCache, FeatureCacheError
+from minigemini.data.feature_cache_build import add_arguments, build_feature_cache, run
 
 
 def _records(n: int) -> list[dict]:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from minigemini.config import load_config
-from minigemini.data.feature_cache import FeatureCacheError, build_feature_cache
+from minigemini.data.feature_cache import FeatureCacheError
+from minigemini.data.feature_cache_build import build_feature_cache
 from minigemini.train.run import run_training
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, FalconConfig, TrainerCallback
 
 from minigemini.config import load_config
-from minigemini.data.feature_cache import build_feature_cache
+from minigemini.data.feature_cache_build import build_feature_cache
 from minigemini.data.packing import packing_problem
 from minigemini.model.configuration import tiny_text_config
 from minigemini.train.run import check_packing_support, run_training
