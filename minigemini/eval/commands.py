@@ -24,7 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--predictions", default=None,
                    help="answers JSONL: scored as is without --model; with --model, where answers are written "
                         "(default <out>/predictions.jsonl)")
-    p.add_argument("--limit", type=int, default=None, help="answer only the first N questions (smoke runs)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="answer and score only the first N questions (smoke runs): the score covers those N")
+    p.add_argument("--subset", choices=("all", "answered"), default=None,
+                   help="questions scored: 'answered' (default with --limit) or 'all' (default otherwise; a "
+                        "missing answer counts as wrong)")
     p.add_argument("--batch-size", type=int, default=8, help="questions per generate() call (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the benchmark's own setting")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         results = evaluate(generator, args.benchmark, args.data_dir, out, predictions=args.predictions,
                            batch_size=args.batch_size, limit=args.limit, max_new_tokens=args.max_new_tokens,
-                           model_id=model_id, progress=not args.no_progress, **options)
+                           model_id=model_id, progress=not args.no_progress, subset=args.subset, **options)
     except KeyboardInterrupt:
         from minigemini.eval.runner import PREDICTIONS_FILE
 

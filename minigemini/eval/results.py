@@ -31,6 +31,16 @@ def _fmt(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def scope_line(meta: dict[str, Any]) -> str:
+    """'scored: N of M questions (subset ...)' from a results `meta`."""
+    detail = f"subset: {meta.get('subset', 'all')}"
+    if meta.get("limit") is not None:
+        detail += f", first {meta['limit']} only"
+    if meta.get("num_incomplete_groups_dropped"):
+        detail += f", {meta['num_incomplete_groups_dropped']} incomplete groups left out"
+    return f"scored: {meta['num_scored']} of {meta['num_total']} questions ({detail})"
+
+
 def results_table(results: dict[str, Any], title: str | None = None) -> str:
     """Markdown table of the metrics in `results` (the `meta` entry summarised below it)."""
     meta = results.get(META_KEY, {})
@@ -44,8 +54,13 @@ def results_table(results: dict[str, Any], title: str | None = None) -> str:
                     "num_unknown_ids", "num_duplicate_ids"):
             if key in meta:
                 lines.append(f"- {key}: {meta[key]}")
+        if "num_scored" in meta:
+            lines.append(f"- {scope_line(meta)}")
         if meta.get("missing_ids"):
-            lines.append(f"- missing ids (scored as wrong): {_fmt(meta['missing_ids'])}")
+            wrong = meta.get("num_missing_scored_as_wrong", len(meta["missing_ids"]))
+            how = ("scored as wrong" if wrong == len(meta["missing_ids"]) else "not scored" if wrong == 0
+                   else f"{wrong} of them, among the scored questions, scored as wrong")
+            lines.append(f"- missing ids ({how}): {_fmt(meta['missing_ids'])}")
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,8 @@ Answers go to a JSON-lines file, one `{"question_id", "text", "prompt", "model_i
 appended batch by batch. A rerun reads that file first and only generates the questions that
 are not answered yet, so an interrupted run resumes where it stopped (a line torn by the
 interruption is removed). Scoring is `minigemini.eval.score.score_predictions`, which writes
-`results.json` and `results.md` into the output folder.
+`results.json` and `results.md` into the output folder. A `limit` run scores the questions it
+answered (the first `limit`), not the whole benchmark; the results say "N of M questions".
 """
 
 from __future__ import annotations
@@ -100,13 +101,16 @@ def generate_answers(generator: "Generator", benchmark: Benchmark, predictions: 
 def evaluate(generator: "Generator | None", benchmark: str, data_dir: str | Path, out_dir: str | Path,
              predictions: str | Path | None = None, batch_size: int = 8, limit: int | None = None,
              max_new_tokens: int | None = None, model_id: str | None = None, progress: bool = True,
-             **options: Any) -> dict[str, Any]:
+             subset: str | None = None, **options: Any) -> dict[str, Any]:
     """Generate the missing answers (unless `generator` is None) and score them; results written to `out_dir`.
 
-    Returns the scorer's results dict; `results["meta"]["generation"]` describes the generation pass.
+    With `limit`, only the first `limit` questions are answered and scored (`subset` defaults to
+    "answered"; "all" would count the unanswered ones in scope as wrong); without it every
+    question is scored and a missing answer counts as wrong. Returns the scorer's results dict;
+    `results["meta"]` has the scope (`num_scored` of `num_total`) and `generation` (the generation pass).
     """
     from minigemini.eval.results import write_results
-    from minigemini.eval.score import score_predictions
+    from minigemini.eval.score import default_subset, score_predictions
 
     out = Path(out_dir)
     path = Path(predictions) if predictions is not None else out / PREDICTIONS_FILE
@@ -118,11 +122,9 @@ def evaluate(generator: "Generator | None", benchmark: str, data_dir: str | Path
     elif not path.is_file():
         raise FileNotFoundError(f"answers file {path} does not exist; pass --model to generate it, "
                                 "or --predictions with an existing answers JSONL")
-    results = score_predictions(benchmark, data_dir, path, out, **options)
+    results = score_predictions(benchmark, data_dir, path, out, subset=default_subset(subset, limit), limit=limit,
+                                **options)
     if report is not None:
         results["meta"]["generation"] = asdict(report)
-        if limit is not None and results["meta"].get("num_missing"):
-            results["meta"]["note"] = (f"--limit {limit}: {results['meta']['num_missing']} questions were not "
-                                       "answered and are scored as wrong; the metrics cover the whole benchmark")
         write_results(results, out, title=bench.name)
     return results

@@ -79,7 +79,8 @@ def test_resume_generates_only_missing_answers(tiny_model, tiny_processor, pope_
     out = tmp_path / "run"
     first = evaluate(generator, "pope", pope_dir, out, batch_size=2, limit=2, progress=False)
     assert len(generator.prompts) == 2 and first["meta"]["num_missing"] == NUM_ITEMS - 2
-    assert "scored as wrong" in first["meta"]["note"]
+    assert (first["meta"]["num_scored"], first["meta"]["num_total"]) == (2, NUM_ITEMS)  # --limit: answered only
+    assert first["meta"]["note"].startswith(f"score over 2 of {NUM_ITEMS} questions")
     path = out / PREDICTIONS_FILE
     kept = path.read_bytes()
     with open(path, "ab") as f:  # an interrupted run leaves a half-written line behind

@@ -7,8 +7,13 @@ A `Benchmark` reads a benchmark's *officially released* files from `data_dir` an
   each prompt (after applying the model's chat template) plus the images to the model and
   writes one `{"question_id": ..., "text": ...}` line per item (see `minigemini.eval.answers`).
 * `question_ids()`: the ids `items()` would return, without materialising images.
-* `score(answers)`: metrics from `{question_id: raw model text}`, computed the way the
-  upstream evaluator computes them. Questions absent from `answers` are scored as wrong.
+* `score(answers, scope=None)`: metrics from `{question_id: raw model text}`, computed the way
+  the upstream evaluator computes them, over all questions or only those in `scope`. Questions
+  in scope but absent from `answers` are scored as wrong.
+* `question_groups()`: for metrics that judge several questions together (MME's two questions
+  per image, MMBench's circular copies), each question's group; a `scope` must hold whole
+  groups (`minigemini.eval.score` keeps complete groups only). None when questions are
+  scored independently.
 * `write_submission(answers, out_dir)`: optional official-submission files.
 
 Options are keyword arguments declared in the subclass' `OPTIONS` mapping (name -> default);
@@ -22,7 +27,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Collection
 
 IMAGE_TOKEN = "<image>"
 SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
@@ -30,6 +35,7 @@ MC_LETTER_PROMPT = "Answer with the option's letter from the given choices direc
 
 QuestionId = Any  # int or str, as the benchmark's official files spell it
 Metrics = dict[str, Any]
+Scope = Collection[Any] | None  # question ids to score; None = all
 
 
 class BenchmarkDataError(FileNotFoundError):
@@ -75,9 +81,14 @@ class Benchmark:
         """Ids of `items()`; subclasses override it when items() is costly (image extraction)."""
         return [item.question_id for item in self.items()]
 
-    def score(self, answers: dict[QuestionId, str]) -> Metrics:
-        """Metrics for `answers` (question_id -> raw model output); missing ids count as wrong."""
+    def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
+        """Metrics for `answers` (question_id -> raw model output) over the questions in `scope`
+        (default: all); a question in scope without an answer counts as wrong."""
         raise NotImplementedError
+
+    def question_groups(self) -> dict[QuestionId, Any] | None:
+        """Question id -> group key for metrics judging a group as a whole; None if there are no groups."""
+        return None
 
     def write_submission(self, answers: dict[QuestionId, str], out_dir: Path) -> list[Path]:
         """Write official submission files into `out_dir`; returns their paths (none by default)."""
@@ -127,6 +138,29 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
 def pct(num: float, den: float) -> float:
     """100 * num / den, or 0.0 when den == 0."""
     return 100.0 * num / den if den else 0.0
+
+
+def in_scope(question_id: QuestionId, scope: Collection[QuestionId] | None) -> bool:
+    """True when `scope` is None (everything is scored) or holds `question_id`."""
+    return scope is None or question_id in scope
+
+
+def split_groups(groups: dict[QuestionId, Any], scope: Collection[QuestionId]) -> list[Any]:
+    """Keys of the groups that `scope` covers only in part (in first-seen order)."""
+    inside: dict[Any, set[bool]] = {}
+    for qid, key in groups.items():
+        inside.setdefault(key, set()).add(qid in scope)
+    return [key for key, seen in inside.items() if len(seen) == 2]
+
+
+def check_whole_groups(name: str, groups: dict[QuestionId, Any], scope: Collection[QuestionId] | None) -> None:
+    """Raise ValueError if `scope` splits a group (its metric needs every member of a group)."""
+    if scope is None:
+        return
+    split = split_groups(groups, scope)
+    if split:
+        raise ValueError(f"{name}: the questions to score split {len(split)} groups (e.g. {split[:3]}); the "
+                         "metric needs whole groups: score complete groups only (score_predictions does)")
 
 
 def group_accuracy(correct: list[bool], keys: list[Any]) -> dict[str, float]:

@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, SHORT_ANSWER_PROMPT, Benchmark,
-                                             EvalItem, Metrics, QuestionId, group_accuracy,
-                                             load_json, pct)
+                                             EvalItem, Metrics, QuestionId, Scope, group_accuracy,
+                                             in_scope, load_json, pct)
 
 
 def gqa_normalize(text: str) -> str:
@@ -58,8 +58,8 @@ class GQA(Benchmark):
     def question_ids(self) -> list[QuestionId]:
         return list(self._questions())
 
-    def score(self, answers: dict[QuestionId, str]) -> Metrics:
-        questions = self._questions()
+    def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
+        questions = {k: q for k, q in self._questions().items() if in_scope(k, scope)}
         correct, structural, semantic = [], [], []
         for qid, q in questions.items():
             correct.append(qid in answers and gqa_normalize(answers[qid]) == q["answer"])

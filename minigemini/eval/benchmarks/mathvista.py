@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, Benchmark, EvalItem, Metrics,
-                                             QuestionId, load_json, pct)
+                                             QuestionId, Scope, in_scope, load_json, pct)
 from minigemini.eval.judge import AnswerExtractor, judge_score, require_judge
 
 META_KEYS = ("language", "source", "category", "task", "context", "grade", "skills")
@@ -217,11 +217,11 @@ class MathVista(Benchmark):
                           else rule_fallback(response, p))
         return normalize_extracted_answer(extraction, p) == str(p["answer"])
 
-    def score(self, answers: dict[QuestionId, str]) -> Metrics:
+    def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
         judge = self.options["judge"]
         if judge is not None:
             require_judge(judge)
-        problems = self._problems()
+        problems = [p for p in self._problems() if in_scope(p["pid"], scope)]
         correct = [p["pid"] in answers and self._correct(p, answers[p["pid"]], judge)
                    for p in problems]
         out: Metrics = {"accuracy": pct(sum(correct), len(correct)),

@@ -15,6 +15,11 @@ matcher ("exact matching"): the option is extracted with `can_infer` (a single o
 among the answer's tokens, else a single option whose text appears in the answer); a base
 question is correct only if every one of its circular copies is; an unextractable answer fails.
 Reported: overall, per `category` and per `l2-category` accuracy over base questions.
+
+Questions are put to the model group by group (a question, then its circular copies, in TSV
+order otherwise), so `eval --limit N` answers whole groups. Scoring a subset: a question is
+judged on all its copies, so only complete groups are scored (`question_groups()`;
+`minigemini.eval.score` drops a partly answered group and states how many it dropped).
 The submission file (LLaVA `convert_mmbench_for_submission.py` columns) is written as TSV, and
 as xlsx when openpyxl is installed.
 """
@@ -28,7 +33,7 @@ from typing import Any
 
 from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, MC_LETTER_PROMPT, Benchmark,
                                              BenchmarkDataError, EvalItem, Metrics, QuestionId,
-                                             group_accuracy, pct)
+                                             Scope, check_whole_groups, group_accuracy, pct)
 
 OPTION_LETTERS = ("A", "B", "C", "D")
 CN_PROMPT = "请直接回答选项字母。"
@@ -113,14 +118,28 @@ class MMBench(Benchmark):
             question += f"\n{letter}. {text}"
         return f"{IMAGE_TOKEN}\n{question}\n{CN_PROMPT if lang == 'cn' else MC_LETTER_PROMPT}"
 
+    def _row_order(self) -> list[int]:
+        """TSV row positions, each question's circular copies right after it (else TSV order)."""
+        bases = [int(i) % 1_000_000 for i in self._table()["index"]]
+        first: dict[int, int] = {}
+        for pos, base in enumerate(bases):
+            first.setdefault(base, pos)
+        return sorted(range(len(bases)), key=lambda pos: (first[bases[pos]], pos))
+
     def question_ids(self) -> list[QuestionId]:
-        return [int(i) for i in self._table()["index"]]
+        index = self._table()["index"]
+        return [int(index.iloc[pos]) for pos in self._row_order()]
+
+    def question_groups(self) -> dict[QuestionId, Any]:
+        """Each row's base question (index mod 1e6): circular evaluation judges all its copies together."""
+        return {int(i): int(i) % 1_000_000 for i in self._table()["index"]}
 
     def items(self) -> list[EvalItem]:
         df, cache, out = self._table(), self.image_cache_dir(), []
         stem = self._tsv_path().stem
         lang = self.options["lang"] or ("cn" if "_cn" in stem else "en")
-        for _, row in df.iterrows():
+        for pos in self._row_order():
+            row = df.iloc[pos]
             idx = int(row["index"])
             image = str(row["image"]) if "image" in row and not is_none(row["image"]) else ""
             if len(image) < 64 and image.isdigit():  # reference to another row's image
@@ -135,8 +154,11 @@ class MMBench(Benchmark):
                                       "options": self._options(row)}))
         return out
 
-    def score(self, answers: dict[QuestionId, str]) -> Metrics:
+    def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
         df = self._table()
+        check_whole_groups(self.name, self.question_groups(), scope)
+        if scope is not None:
+            df = df[[int(i) in scope for i in df["index"]]]
         if "answer" not in df.columns:
             return {"status": "no ground truth in this TSV (test split): upload the "
                               "submission file to the MMBench server", "num_questions": len(df)}

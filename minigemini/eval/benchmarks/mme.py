@@ -14,6 +14,12 @@ else "other" (wrong). acc = correct questions / questions, acc+ = images with bo
 right / images, subtask score = 100 * (acc + acc+); totals are sums of subtask scores.
 Images are paired by file (upstream pairs consecutive lines, which is the same grouping).
 Question ids are `"<subtask>/<image file>#<line index>"`.
+
+Scoring a subset (`eval --limit`): acc+ needs both questions of an image, so only complete
+images are scored (`question_groups()`; `minigemini.eval.score` drops an image with one
+question answered and states how many it dropped). Subtasks with no complete image are left
+out of the totals (listed in `subtasks_missing`), so a subset's totals are not comparable
+with a full run's.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, SHORT_ANSWER_PROMPT, Benchmark,
-                                             BenchmarkDataError, EvalItem, Metrics, QuestionId)
+                                             BenchmarkDataError, EvalItem, Metrics, QuestionId,
+                                             Scope, check_whole_groups, in_scope)
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene",
               "landmark", "artwork", "OCR")
@@ -44,6 +51,10 @@ def mme_parse(text: str) -> str:
     if "no" in head:
         return "no"
     return "other"
+
+
+def _image_groups(records: list[dict[str, Any]]) -> dict[QuestionId, str]:
+    return {r["question_id"]: f"{r['task']}/{r['image'].name}" for r in records}
 
 
 class MME(Benchmark):
@@ -101,9 +112,17 @@ class MME(Benchmark):
                          meta={"subtask": r["task"], "question": r["question"]})
                 for r in self._records()]
 
-    def score(self, answers: dict[QuestionId, str]) -> Metrics:
+    def question_groups(self) -> dict[QuestionId, Any]:
+        """Each question's image (`<subtask>/<image file>`): acc+ scores an image's two questions together."""
+        return _image_groups(self._records())
+
+    def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
+        records = self._records()
+        check_whole_groups(self.name, _image_groups(records), scope)
         per_image: dict[str, dict[str, list[bool]]] = {}
-        for r in self._records():
+        for r in records:
+            if not in_scope(r["question_id"], scope):
+                continue
             ok = r["question_id"] in answers and mme_parse(answers[r["question_id"]]) == r["answer"]
             per_image.setdefault(r["task"], {}).setdefault(str(r["image"]), []).append(ok)
         subtasks = {}
@@ -115,8 +134,8 @@ class MME(Benchmark):
                               "score": 100 * (acc + acc_plus), "num_questions": len(flat),
                               "num_images": len(images)}
         out: Metrics = {
-            "perception": sum(subtasks[t]["score"] for t in PERCEPTION if t in subtasks),
-            "cognition": sum(subtasks[t]["score"] for t in COGNITION if t in subtasks),
+            "perception": sum((subtasks[t]["score"] for t in PERCEPTION if t in subtasks), 0.0),
+            "cognition": sum((subtasks[t]["score"] for t in COGNITION if t in subtasks), 0.0),
             "per_subtask": subtasks,
             "num_questions": sum(s["num_questions"] for s in subtasks.values()),
         }

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, MC_LETTER_PROMPT, SHORT_ANSWER_PROMPT,
-                                             Benchmark, EvalItem, Metrics, QuestionId,
-                                             group_accuracy, load_json, load_jsonl, pct)
+                                             Benchmark, EvalItem, Metrics, QuestionId, Scope,
+                                             group_accuracy, in_scope, load_json, load_jsonl, pct)
 from minigemini.eval.mmmu_parse import eval_open, parse_multi_choice_response, parse_open_response
 
 DOMAINS = {
@@ -141,9 +141,9 @@ class MMMU(Benchmark):
                                       "question_type": r["question_type"]}))
         return out
 
-    def score(self, answers: dict[QuestionId, str]) -> Metrics:
+    def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
         rng = random.Random(42) if self.options["random_fallback"] else None
-        rows, correct, unparsed = self._rows(), [], 0
+        rows, correct, unparsed = [r for r in self._rows() if in_scope(r["id"], scope)], [], 0
         for r in rows:
             if r["id"] not in answers:
                 correct.append(False)

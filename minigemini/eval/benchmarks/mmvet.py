@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, Benchmark, EvalItem, Metrics,
-                                             QuestionId, load_json)
+                                             QuestionId, Scope, in_scope, load_json)
 from minigemini.eval.judge import judge_score, require_judge
 
 CAPABILITIES = ("rec", "ocr", "know", "gen", "spat", "math")
@@ -52,8 +52,8 @@ class MMVet(Benchmark):
     def question_ids(self) -> list[QuestionId]:
         return list(self._samples())
 
-    def score(self, answers: dict[QuestionId, str]) -> Metrics:
-        samples = self._samples()
+    def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
+        samples = {k: s for k, s in self._samples().items() if in_scope(k, scope)}
         judge = self.options["judge"]
         if judge is None:
             return {"status": NEEDS_JUDGE, "num_questions": len(samples)}

@@ -14,6 +14,8 @@ drop commas, split on spaces; "No"/"no"/"not" among the words -> no, otherwise y
 are matched to questions by (split, image, question text) instead of by file position. A
 missing answer is scored as wrong (counted as the opposite of its label). Top-level metrics are
 the means over the splits (LLaVA-1.5 / Mini-Gemini report the mean F1); `per_split` has each.
+Scoring a subset (`eval --limit`): questions are independent; a split with no scored question
+is left out of `per_split` and of the means.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, SHORT_ANSWER_PROMPT, Benchmark,
                                              BenchmarkDataError, EvalItem, Metrics, QuestionId,
-                                             load_jsonl, pct)
+                                             Scope, in_scope, load_jsonl, pct)
 
 SPLITS = ("adversarial", "popular", "random")
 
@@ -100,9 +102,11 @@ class POPE(Benchmark):
                          meta={"split": r["split"], "image": r["image"]})
                 for r in self._records()]
 
-    def score(self, answers: dict[QuestionId, str]) -> Metrics:
+    def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
         per_split: dict[str, tuple[list[str], list[str]]] = {}
         for r in self._records():
+            if not in_scope(r["question_id"], scope):
+                continue
             label = "no" if r["label"] == "no" else "yes"
             if r["question_id"] in answers:
                 pred = pope_parse(answers[r["question_id"]])

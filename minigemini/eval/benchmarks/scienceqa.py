@@ -26,8 +26,8 @@ import re
 from typing import Any
 
 from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, MC_LETTER_PROMPT, Benchmark,
-                                             EvalItem, Metrics, QuestionId, group_accuracy,
-                                             load_json, pct)
+                                             EvalItem, Metrics, QuestionId, Scope, group_accuracy,
+                                             in_scope, load_json, pct)
 
 OPTIONS = ("A", "B", "C", "D", "E")
 _ANSWER_IS = re.compile(r"The answer is ([A-Z]).")
@@ -107,8 +107,8 @@ class ScienceQA(Benchmark):
                 meta={k: r[k] for k in ("subject", "grade") if k in r}))
         return out
 
-    def score(self, answers: dict[QuestionId, str]) -> Metrics:
-        records = self._records()
+    def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
+        records = [r for r in self._records() if in_scope(r["pid"], scope)]
         correct = []
         for r in records:
             letter = sqa_parse(answers[r["pid"]]) if r["pid"] in answers else None

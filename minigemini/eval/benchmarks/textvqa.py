@@ -26,7 +26,7 @@ from typing import Any
 
 from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, SHORT_ANSWER_PROMPT, Benchmark,
                                              BenchmarkDataError, EvalItem, Metrics, QuestionId,
-                                             load_json, load_jsonl, pct)
+                                             Scope, in_scope, load_json, load_jsonl, pct)
 from minigemini.eval.vqa_normalize import textvqa_accuracy
 
 OCR_PREFIX = "Reference OCR token: "
@@ -98,8 +98,8 @@ class TextVQA(Benchmark):
                 meta={"image_id": ann["image_id"], "question": ann["question"]}))
         return out
 
-    def score(self, answers: dict[QuestionId, str]) -> Metrics:
+    def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
         gts = {a["question_id"]: a["answers"] for a in self._annotations()}
-        ids = self.question_ids()
+        ids = [q for q in self.question_ids() if in_scope(q, scope)]
         total = sum(textvqa_accuracy(answers[q], gts[q]) for q in ids if q in answers)
         return {"accuracy": pct(total, len(ids)), "num_questions": len(ids)}

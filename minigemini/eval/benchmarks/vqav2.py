@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, SHORT_ANSWER_PROMPT, Benchmark,
-                                             EvalItem, Metrics, QuestionId, load_json,
-                                             load_jsonl, pct)
+                                             EvalItem, Metrics, QuestionId, Scope, in_scope,
+                                             load_json, load_jsonl, pct)
 from minigemini.eval.vqa_normalize import normalize_answer, vqav2_accuracy
 
 
@@ -64,9 +64,9 @@ class VQAv2(Benchmark):
                 meta={"image_id": q.get("image_id"), "question": q["question"]}))
         return out
 
-    def score(self, answers: dict[QuestionId, str]) -> Metrics:
+    def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
         anns = self._annotations()
-        ids = self.question_ids()
+        ids = [q for q in self.question_ids() if in_scope(q, scope)]
         if anns is None:
             return {"status": "no ground truth (test split): submit the submission file to the "
                               "official EvalAI server", "num_questions": len(ids)}
