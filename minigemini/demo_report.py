@@ -39,7 +39,7 @@ def write_report(out: Path, scores: dict[str, dict[str, float]], curves: dict[st
     """Write results.json, results.md and demo_results.png into `out`; return the results dict."""
     chance = chance_levels(data_meta)
     table = results_table(scores, chance)
-    footer = (f"\ntraining + evaluation wall time: " + ", ".join(f"{n} {t / 60:.1f} min" for n, t in timings.items())
+    footer = ("\ntraining + evaluation wall time: " + ", ".join(f"{n} {t / 60:.1f} min" for n, t in timings.items())
               + f"; whole demo {total_seconds / 60:.1f} min")
     results = {"scores": scores, "chance": chance, "train_seconds": timings, "total_seconds": total_seconds,
                "losses": {n: {st: {str(k): v for k, v in c.items()} for st, c in per.items()} for n, per in curves.items()},

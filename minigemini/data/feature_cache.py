@@ -253,13 +253,5 @@ class CachedFeatureCollator(DataCollator):
         return batch
 
 
-def __getattr__(name: str) -> Any:  # the writer moved to feature_cache_build; old imports keep working
-    if name in ("build_feature_cache", "load_towers"):
-        from . import feature_cache_build
-
-        return getattr(feature_cache_build, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = ["FeatureCache", "FeatureCacheError", "CachedFeatureDataset", "CachedFeatureCollator", "collate_features",
            "tower_fingerprint", "preprocess_fingerprint", "image_key", "file_fingerprint"]
