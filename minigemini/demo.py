@@ -10,6 +10,9 @@ questions), then print a table and write `results.json`, `results.md` and `demo_
 
 The towers stay random-init and frozen (nothing can be downloaded here): a random ConvNeXt stem is
 a random linear view of 4x4 pixel patches, enough to carry colour, which attention pooling keeps.
+As in the real recipe, stage 2 reads the frozen towers' features from a cache (`prep cache-features`
+on the stage-1 output, in the training precision): no image is decoded and no tower runs in its 8
+epochs (`--no-feature-cache` computes them on the fly).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class DemoSettings:
     stage2_lr: float = 1e-3
     precision: str = "fp32"
     workers: int = 0  # data loading in the training process: a worker next to 2 compute threads oversubscribes 2 cores
+    feature_cache: bool = True  # stage 2 reads cached tower features (built from the stage-1 output)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -61,13 +65,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stage2-epochs", type=float, default=d.stage2_epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--precision", default=d.precision, choices=["fp32", "bf16"])
+    p.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
+                   help="stage 2 runs the frozen towers on every image instead of reading cached features")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = DemoSettings(out=Path(args.out), seed=args.seed, num_train=args.num_train, num_test=args.num_test,
                             stage1_epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs,
-                            batch_size=args.batch_size, precision=args.precision)
+                            batch_size=args.batch_size, precision=args.precision, feature_cache=args.feature_cache)
     results = run_demo(settings)
     print(results["table"])
     print(f"\nwrote {settings.out / 'results.md'}, {settings.out / 'results.json'} and {settings.out / 'demo_results.png'}")
@@ -97,11 +103,14 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         print(f"[3/4] training {name} ({'LR + HR + mining' if use_hr else 'LR only'}): stage 1, stage 2", flush=True)
         curves[name] = {}
         adapter = None
+        cache = None
         for stage, train_file, epochs, lr in (("pretrain", data.captions, s.stage1_epochs, s.stage1_lr),
                                              ("finetune", data.train, s.stage2_epochs, s.stage2_lr)):
-            result = train_stage(s, base, name, use_hr, stage, train_file, epochs, lr, adapter)
+            result = train_stage(s, base, name, use_hr, stage, train_file, epochs, lr, adapter, cache)
             curves[name][stage] = result.losses
             adapter = result.output_dir
+            if s.feature_cache and cache is None:
+                cache = cache_features(s, adapter, data.train, s.out / "feature_cache" / name)
         timings[name] = time.perf_counter() - t0
         print(f"[4/4] evaluating {name} on {s.num_test * 4} held-out questions", flush=True)
         scores[name] = evaluate(adapter, data.test, s.out / f"predictions_{name}.jsonl")
@@ -137,8 +146,20 @@ def build_base(s: DemoSettings, data: Any) -> Path:
                             vocab_size=vocab, seed=s.seed, shapes=shapes)
 
 
+def cache_features(s: DemoSettings, model_dir: Path, data_file: Path, out: Path) -> Path:
+    """`minigemini prep cache-features` for the stage-1 model's (frozen, unchanged) towers."""
+    from minigemini.data.feature_cache_build import build_feature_cache
+
+    print(f"      caching the frozen towers' features for stage 2 ({s.precision}) in {out}", flush=True)
+    summary = build_feature_cache(model_dir, data_file, out, image_folder=Path(data_file).parent, dtype=s.precision,
+                                  workers=0, overwrite=True)
+    if summary["failures"]:
+        raise RuntimeError(f"feature cache: {len(summary['failures'])} images failed, e.g. {summary['failures'][:3]}")
+    return out
+
+
 def train_stage(s: DemoSettings, base: Path, name: str, use_hr: bool, stage: str, train_file: Path,
-                epochs: float, lr: float, adapter: Path | None) -> Any:
+                epochs: float, lr: float, adapter: Path | None, feature_cache: Path | None = None) -> Any:
     """One stage through the regular training stack (`minigemini.train.run.run_training`)."""
     from minigemini.config import from_dict
     from minigemini.train.run import run_training
@@ -150,7 +171,8 @@ def train_stage(s: DemoSettings, base: Path, name: str, use_hr: bool, stage: str
                   "use_hr": use_hr, "template": "vicuna_v1", "model_max_length": 128,
                   "pretrained_adapter": str(adapter) if adapter else None},
         "data": {"train": [str(train_file)], "num_workers": s.workers,
-                 "template": "plain" if stage == "pretrain" else None},
+                 "template": "plain" if stage == "pretrain" else None,
+                 "feature_cache": str(feature_cache) if feature_cache else None},
         "training": {"stage": stage, "output_dir": str(out), "seed": s.seed, "num_train_epochs": epochs,
                      "per_device_train_batch_size": s.batch_size, "learning_rate": lr, "warmup_ratio": 0.03,
                      "lr_scheduler_type": "cosine", "precision": s.precision, "gradient_checkpointing": False,

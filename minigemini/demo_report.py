@@ -39,8 +39,9 @@ def write_report(out: Path, scores: dict[str, dict[str, float]], curves: dict[st
     """Write results.json, results.md and demo_results.png into `out`; return the results dict."""
     chance = chance_levels(data_meta)
     table = results_table(scores, chance)
-    footer = ("\ntraining + evaluation wall time: " + ", ".join(f"{n} {t / 60:.1f} min" for n, t in timings.items())
-              + f"; whole demo {total_seconds / 60:.1f} min")
+    footer = ("\ntraining wall time (both stages + feature cache): "
+              + ", ".join(f"{n} {t / 60:.1f} min" for n, t in timings.items())
+              + f"; whole demo (data, base model, training, evaluation) {total_seconds / 60:.1f} min")
     results = {"scores": scores, "chance": chance, "train_seconds": timings, "total_seconds": total_seconds,
                "losses": {n: {st: {str(k): v for k, v in c.items()} for st, c in per.items()} for n, per in curves.items()},
                "settings": {k: str(v) for k, v in asdict(settings).items()}, "table": table + footer}

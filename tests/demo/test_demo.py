@@ -40,3 +40,11 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path: Path, capsys) -> None:
     # the baseline really has no HR path, the full model does
     assert json.loads((out / "runs" / "lr-only" / "finetune" / "config.json").read_text())["use_hr"] is False
     assert json.loads((out / "runs" / "mini-gemini" / "finetune" / "config.json").read_text())["use_hr"] is True
+    # stage 2 read the frozen towers' features from the cache built on the stage-1 model (every train image)
+    from minigemini.config import load_config
+
+    for name in ("mini-gemini", "lr-only"):
+        cfg = load_config(out / "runs" / name / "finetune" / "run_config.yaml")
+        assert cfg.data.feature_cache == str(out / "feature_cache" / name)
+        assert len(json.loads((out / "feature_cache" / name / "index.json").read_text())["images"]) == 16
+    assert load_config(out / "runs" / "mini-gemini" / "pretrain" / "run_config.yaml").data.feature_cache is None
