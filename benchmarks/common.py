@@ -126,6 +126,35 @@ def train_pass(model: torch.nn.Module, opt: torch.optim.Optimizer, batches: Any,
     return time.perf_counter() - start
 
 
+OP_GROUPS = (  # (group, substrings of aten op names), first match wins
+    ("matmul (mm, addmm, bmm)", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")),
+    ("attention kernel (SDPA flash, fwd + bwd)", ("flash_attention", "scaled_dot_product")),
+    ("convolution (ConvNeXt stem / depthwise)", ("convolution",)),
+    ("LayerNorm", ("layer_norm",)),
+    ("copies and dtype casts", ("aten::copy_", "aten::clone", "aten::_to_copy", "aten::contiguous")),
+    ("HR map: concat, upsample", ("aten::cat", "upsample")),
+    ("optimizer (fused AdamW)", ("adam",)),
+    ("elementwise and reductions", ("aten::",)),
+)
+
+
+def profile_groups(step: Callable[[], Any]) -> list[tuple[str, float, float]]:
+    """Run `step` under the torch profiler; self CPU seconds and FLOPs summed per `OP_GROUPS` group (ops not
+    named `aten::...` are autograd / Python bookkeeping, grouped as "other")."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        step()
+    totals: dict[str, list[float]] = {}
+    for event in prof.key_averages():
+        group = next((g for g, keys in OP_GROUPS if any(k in event.key for k in keys)), "other")
+        entry = totals.setdefault(group, [0.0, 0.0])
+        entry[0] += event.self_cpu_time_total / 1e6
+        entry[1] += float(event.flops or 0)
+    order = [g for g, _ in OP_GROUPS] + ["other"]
+    return [(g, totals[g][0], totals[g][1]) for g in order if g in totals]
+
+
 @contextmanager
 def threads(n: int) -> Iterator[None]:
     """Run with `n` intra-op threads, then restore."""
@@ -212,6 +241,11 @@ def model_flops(model: MiniGeminiForCausalLM, batch: dict[str, torch.Tensor], st
     terms["params_total"] = sum(terms.values())
     terms.update(attn)
     terms["total_with_attention"] = terms["params_total"] + sum(attn.values())
+    # The "6 N T" convention (nanoGPT / Kaplan-style, the issue's wording): every LLM parameter, the embedding
+    # included, at every token (the LM head too, as if all logits were computed), plus connector and towers.
+    p_all = sum(p.numel() for p in lm.parameters())
+    terms["six_nt_total"] = (k_llm * p_all * tokens + terms["projector"] + terms["mining_linear"]
+                             + terms["lr_tower"] + terms["hr_tower"])
     terms["tokens"] = tokens
     return terms
 
@@ -227,4 +261,8 @@ model FLOPs per step = k_LLM * P_LLM * T + k_LLM * P_head * T_sup + 6 * (P_proj 
   towers = forward only (frozen): 2 x params x positions, counted with torch.utils.flop_counter
 MFU = model FLOPs / step time / matmul peak (2048^2 matmul, same dtype, measured in this run).
 "MFU+attn" adds the parameter-free matmuls: LLM attention 4 * L * d * S^2 / 2 per sequence (causal),
-and the mining's scores / weighted sums 4 * M^2 * C_hr per visual token, times k (6, 4 or 2)."""
+and the mining's scores / weighted sums 4 * M^2 * C_hr per visual token, times k (6, 4 or 2).
+"MFU 6NT" counts k_LLM * (all LLM params, embedding and LM head included) * T instead of the first two
+terms: the "6 x params x tokens" convention taken literally. It counts FLOPs this code does not do (an
+embedding lookup is no matmul; logits are computed at supervised positions only), so it is an upper
+reading, shown for comparison; MFU above is the figure we report against targets."""

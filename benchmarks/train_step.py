@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from benchmarks.common import (BENCH_DESCRIPTION, FLOPS_FORMULA, autocast_context,  # noqa: E402
                                bench_config, build_model, env_header, matmul_gflops, median, model_flops,
-                               set_stage, synthetic_batch, tower_forward_flops)
+                               profile_groups, set_stage, synthetic_batch, tower_forward_flops)
 
 MGM_FWD_BWD_FP32 = 13.1  # official MGM code, same config, fp32, 2 threads, this machine (median, from the issue)
 MGM_PEAK_FP32 = 164.0  # the fp32 2048^2 matmul peak of this machine when that figure was taken (from the issue)
@@ -42,12 +42,15 @@ class Variant:
     mining: str = "absorbed"  # or "direct" (K/V for every HR cell, MGM's formula)
     attn: str = "sdpa"
     bf16_weights: bool = False  # the model itself in bf16, no autocast (as DeepSpeed's bf16 mode runs it)
+    frozen_fp32: bool = False  # bf16 autocast with the frozen parts kept fp32 (model.frozen_dtype=fp32)
+    compiled: bool = False  # regional torch.compile (accelerate.utils.compile_regions_deepspeed, in place)
     times: dict[str, list[float]] = field(default_factory=lambda: {"fwd": [], "fwd_bwd": [], "step": []})
 
 
 VARIANTS = [
     Variant("stage 2, fp32 (reference)"),
     Variant("stage 2, bf16 autocast", dtype=torch.bfloat16),
+    Variant("stage 2, bf16 autocast, frozen parts fp32", dtype=torch.bfloat16, frozen_fp32=True),
     Variant("stage 2, fp32, full logits", supervised_only=False),
     Variant("stage 2, fp32, NCHW ConvNeXt", channels_last=False),
     Variant("stage 2, fp32, feature cache", cache=True),
@@ -55,21 +58,28 @@ VARIANTS = [
     Variant("stage 2, fp32, eager attention", attn="eager"),
     Variant("stage 2, bf16 + feature cache", dtype=torch.bfloat16, cache=True),
     Variant("stage 2, bf16 weights (no autocast)", dtype=torch.bfloat16, bf16_weights=True),
+    Variant("stage 2, bf16 autocast, torch.compile", dtype=torch.bfloat16, compiled=True),
     Variant("stage 1, fp32", stage=1),
     Variant("stage 1, bf16 autocast", stage=1, dtype=torch.bfloat16),
+    Variant("stage 1, bf16 autocast, frozen parts fp32", stage=1, dtype=torch.bfloat16, frozen_fp32=True),
     Variant("stage 1, fp32, feature cache", stage=1, cache=True),
     Variant("stage 1, bf16 + feature cache", stage=1, dtype=torch.bfloat16, cache=True),
 ]
 QUICK = {"stage 2, fp32 (reference)", "stage 2, bf16 autocast", "stage 2, fp32, feature cache", "stage 1, fp32",
-         "stage 2, bf16 weights (no autocast)"}
+         "stage 2, bf16 weights (no autocast)", "stage 2, bf16 autocast, frozen parts fp32"}
+FROZEN = ("vision_lr", "vision_hr", "language_model")  # parts that can be frozen (the LLM in stage 1)
 
 
 class Bench:
     """The model, its two optimizers (stage 1 / stage 2 parameters) and the inputs of every variant."""
 
-    def __init__(self) -> None:
+    def __init__(self, compiled: bool = False) -> None:
         self.config = bench_config()
         self.model = build_model(self.config)
+        self.fp32_parts = {k: getattr(self.model, k) for k in FROZEN}
+        # model.frozen_dtype=auto (training default with bf16): frozen weights stored in bf16, trained ones fp32
+        self.bf16_parts = {k: copy.deepcopy(v).to(torch.bfloat16).requires_grad_(False) for k, v in
+                           self.fp32_parts.items()}
         self.batch = synthetic_batch(self.config, batch_size=2, text_len=512, answer_len=256)
         self.opts = {s: torch.optim.AdamW(set_stage(self.model, s), lr=1e-5, fused=True) for s in (1, 2)}
         self.model_bf16 = copy.deepcopy(self.model).to(torch.bfloat16)
@@ -79,9 +89,27 @@ class Bench:
             maps = self.model.vision_hr.stage_maps(self.batch["images_aux"])
         self.features = {dt: {"lr_features": lr.to(dt), "hr_features": [m.to(dt) for m in maps]}
                          for dt in (torch.float32, torch.bfloat16)}  # as a cache stored in that dtype
+        self.compiled = None
+        if compiled:  # a copy of the default bf16 set-up (stage 2: towers bf16, LLM fp32), compiled per block
+            from accelerate.utils import compile_regions_deepspeed
+
+            self.compiled = copy.deepcopy(self.model)
+            for k in ("vision_lr", "vision_hr"):
+                setattr(self.compiled, k, copy.deepcopy(self.bf16_parts[k]))
+            self.opt_compiled = torch.optim.AdamW(set_stage(self.compiled, 2), lr=1e-5, fused=True)
+            torch._dynamo.config.recompile_limit = 64  # one compiled frame per block instance (default 8)
+            compile_regions_deepspeed(self.compiled)
+
+    def model_for(self, v: Variant) -> torch.nn.Module:
+        return self.compiled if v.compiled else self.model_bf16 if v.bf16_weights else self.model
 
     def configure(self, v: Variant) -> dict:
-        m = self.model_bf16 if v.bf16_weights else self.model
+        m = self.model_for(v)
+        if m is self.model:  # frozen parts in bf16 under bf16 autocast, as training stores them by default
+            low = v.dtype == torch.bfloat16 and not v.frozen_fp32
+            for k in FROZEN:
+                frozen = k != "language_model" or v.stage == 1
+                setattr(m, k, (self.bf16_parts if low and frozen else self.fp32_parts)[k])
         set_stage(m, v.stage)
         m.config.supervised_logits_only = v.supervised_only
         m.vision_hr.channels_last = v.channels_last
@@ -101,8 +129,8 @@ class Bench:
 
     def step(self, v: Variant) -> dict[str, float]:
         inputs = self.configure(v)
-        opt = self.opt_bf16 if v.bf16_weights else self.opts[v.stage]
-        model = self.model_bf16 if v.bf16_weights else self.model
+        opt = self.opt_compiled if v.compiled else self.opt_bf16 if v.bf16_weights else self.opts[v.stage]
+        model = self.model_for(v)
         t0 = time.perf_counter()
         with autocast_context(None if v.bf16_weights else v.dtype):
             loss = model(**inputs).loss
@@ -158,18 +186,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (each runs every variant once)")
     parser.add_argument("--quick", action="store_true", help=f"only {sorted(QUICK)}")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (~2 min compile)")
+    parser.add_argument("--profile", action="store_true", help="only: where the bf16 step's time goes, per op group")
+    parser.add_argument("--breakdown", action="store_true", help="only: the per-part breakdown of a step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(env_header(args.threads))
     print(f"model: {BENCH_DESCRIPTION}")
-    bench = Bench()
+    if args.profile:
+        return profile_report(args)
+    if args.breakdown:
+        return breakdown_report(Bench(), args.repeats)
+    bench = Bench(compiled=not (args.quick or args.no_compile))
     m, batch = bench.model, bench.batch
     print(f"batch: 2 x {batch['input_ids'].shape[1]} LLM tokens (512 text ids incl. one <image> expanded to "
           f"{bench.config.num_image_tokens} image tokens, as MGM's input_ids of length 512), "
           f"{int((batch['labels'][:, 1:] != -100).sum())} supervised tokens; fused AdamW")
     print(f"attention: LLM {m.language_model.config._attn_implementation}, CLIP "
           f"{m.vision_lr.clip.config._attn_implementation}; towers frozen")
-    variants = [v for v in VARIANTS if not args.quick or v.name in QUICK]
+    variants = [v for v in VARIANTS if (not args.quick or v.name in QUICK) and (bench.compiled or not v.compiled)]
     tower = tower_forward_flops(m, batch)
     flops = {(s, c): model_flops(m, batch, s, {} if c else tower) for s in (1, 2) for c in (False, True)}
     peaks: dict[torch.dtype, list[float]] = {torch.float32: [], torch.bfloat16: []}
@@ -191,13 +226,13 @@ def main() -> None:
         f = flops[s, False]
         print(f"stage {s} model GFLOP/step: " + ", ".join(f"{k} {f[k] / 1e9:.1f}" for k in
               ("llm_linear", "lm_head", "projector", "mining_linear", "lr_tower", "hr_tower", "params_total",
-               "llm_attention", "mining_attention", "total_with_attention")))
+               "llm_attention", "mining_attention", "total_with_attention", "six_nt_total")))
     print("(feature-cache variants: the towers' FLOPs are not counted, they do not run; the bf16-weights variant's "
           "optimizer updates bf16 parameters — DeepSpeed's bf16 mode adds an fp32 master copy)")
     ref = variants[0]
     ref_step = min(ref.times["step"])
-    print("\n| variant | step s (median) | fwd+bwd s | fwd s | tokens/s | MFU | MFU+attn | step vs reference |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| variant | step s (median) | fwd+bwd s | fwd s | tokens/s | MFU | MFU+attn | MFU 6NT | step vs reference |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for v in variants:
         step = min(v.times["step"])
         f = flops[v.stage, v.cache]  # with the cache, the towers' FLOPs are not counted (they do not run)
@@ -205,7 +240,8 @@ def main() -> None:
         print(f"| {v.name} | {step:.2f} ({median(v.times['step']):.2f}) | {min(v.times['fwd_bwd']):.2f} | "
               f"{min(v.times['fwd']):.2f} | "
               f"{f['tokens'] / step:.0f} | {f['params_total'] / step / p:.2f} | "
-              f"{f['total_with_attention'] / step / p:.2f} | {ref_step / step:.2f}x |")
+              f"{f['total_with_attention'] / step / p:.2f} | {f['six_nt_total'] / step / p:.2f} | "
+              f"{ref_step / step:.2f}x |")
     by = {v.name: min(v.times["step"]) for v in variants}
     fb = {v.name: min(v.times["fwd_bwd"]) for v in variants}
 
@@ -223,20 +259,32 @@ def main() -> None:
     ratio("SDPA vs eager attention", "stage 2, fp32, eager attention", "stage 2, fp32 (reference)")
     ratio("bf16 + cache vs fp32 on the fly (stage 2)", "stage 2, fp32 (reference)", "stage 2, bf16 + feature cache")
     ratio("bf16 weights vs bf16 autocast (stage 2)", "stage 2, bf16 autocast", "stage 2, bf16 weights (no autocast)")
+    ratio("frozen parts bf16 vs fp32 under bf16 autocast (stage 2)", "stage 2, bf16 autocast, frozen parts fp32",
+          "stage 2, bf16 autocast")
+    ratio("frozen parts bf16 vs fp32 under bf16 autocast (stage 1)", "stage 1, bf16 autocast, frozen parts fp32",
+          "stage 1, bf16 autocast")
+    ratio("torch.compile (regional) vs eager, bf16 autocast", "stage 2, bf16 autocast",
+          "stage 2, bf16 autocast, torch.compile")
     ratio("bf16 + cache vs fp32 on the fly (stage 1)", "stage 1, fp32", "stage 1, bf16 + feature cache")
     ours = fb[ref.name]
     scaled = MGM_FWD_BWD_FP32 * MGM_PEAK_FP32 / peak[torch.float32]
     print(f"  vs official MGM fwd+bwd fp32 ({MGM_FWD_BWD_FP32} s, measured separately at a {MGM_PEAK_FP32} GFLOP/s "
           f"fp32 peak): {MGM_FWD_BWD_FP32 / ours:.2f}x (ours {ours:.2f} s fwd+bwd; target <= 8.7 s); with MGM's time "
           f"scaled to this run's peak ({scaled:.1f} s): {scaled / ours:.2f}x")
+    breakdown_report(bench, args.repeats)
+    print(f"\nload average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def breakdown_report(bench: Bench, repeats: int) -> None:
+    """One step cut at module boundaries, for stage 2 fp32 / bf16 and stage 1 fp32 (best of `repeats`)."""
     print("\nbreakdown (best of rounds, seconds):")
-    foreach = torch.optim.AdamW(set_stage(m, 2), lr=1e-5, foreach=True)
+    foreach = torch.optim.AdamW(bench.opts[2].param_groups[0]["params"], lr=1e-5, foreach=True)  # fp32 stage-2 params
     rows: dict[str, dict[str, list[float]]] = {}
     cases = [("stage 2 fp32", 2, torch.float32), ("stage 2 bf16", 2, torch.bfloat16),
              ("stage 1 fp32", 1, torch.float32)]
     for name, s, dt in cases:
         bench.breakdown(s, dt, foreach if s == 2 else None)  # warm-up
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, s, dt in cases:
             for k, x in bench.breakdown(s, dt, foreach if s == 2 else None).items():
                 rows.setdefault(k, {}).setdefault(name, []).append(x)
@@ -244,7 +292,30 @@ def main() -> None:
     print("|---|" + "---|" * len(cases))
     for k, per in rows.items():
         print(f"| {k} | " + " | ".join(f"{min(per[c[0]]):.3f}" if c[0] in per else "-" for c in cases) + " |")
-    print(f"\nload average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def profile_report(args: argparse.Namespace) -> None:
+    """Where a bf16 step's time goes, by op group, with the matmuls' achieved GFLOP/s against the peak."""
+    bench = Bench()
+    peak = max(matmul_gflops(torch.bfloat16) for _ in range(3))
+    cases = [Variant("stage 2, bf16 autocast", dtype=torch.bfloat16),
+             Variant("stage 2, bf16 weights (no autocast)", dtype=torch.bfloat16, bf16_weights=True)]
+    print(f"bf16 matmul peak (2048^2, best of 3): {peak:.0f} GFLOP/s; self CPU time per op group, best of "
+          f"{args.repeats} profiled steps (the profiler adds a little overhead). Attention GFLOP: the LLM's causal "
+          "attention (4 L d S^2 / 2 per sequence, x3 for fwd + bwd); the CLIP tower's attention is not counted\n")
+    for v in cases:
+        bench.step(v)  # warm-up
+        runs = [profile_groups(lambda: bench.step(v)) for _ in range(args.repeats)]
+        best = min(runs, key=lambda groups: sum(t for _, t, _ in groups))
+        total = sum(t for _, t, _ in best)
+        print(f"{v.name}: {total:.2f} s of op time")
+        print("| op group | s | share | GFLOP | GFLOP/s |\n|---|---|---|---|---|")
+        for group, t, flops in best:
+            if group.startswith("attention"):  # the profiler counts no FLOPs for the fused kernel: the model's
+                flops = model_flops(bench.model, bench.batch, v.stage, {})["llm_attention"]  # causal LLM attention
+            rate = f"{flops / 1e9 / t:.0f} ({flops / 1e9 / t / peak:.0%} of peak)" if flops else "-"
+            print(f"| {group} | {t:.3f} | {t / total:.0%} | {flops / 1e9:.1f} | {rate} |")
+        print()
 
 
 if __name__ == "__main__":
