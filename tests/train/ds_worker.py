@@ -30,8 +30,9 @@ def main() -> int:
     if args.should_save:
         out = Path(cfg.training.output_dir)
         save_file(state, str(out / "engine_state.safetensors"))
+        padding = [h["padding_fraction"] for h in result.trainer.state.log_history if "padding_fraction" in h]
         (out / "losses.json").write_text(json.dumps({"losses": result.losses, "zero3": zero3,
-                                                     "world_size": args.world_size}))
+                                                     "world_size": args.world_size, "padding_fraction": padding}))
     finish_distributed()
     return 0
 

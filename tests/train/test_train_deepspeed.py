@@ -59,15 +59,17 @@ def _decreasing(losses: dict[str, float]) -> tuple[float, float]:
 
 
 def test_zero2_two_ranks_loss_decreases(overrides, tmp_path: Path, copy_synthetic, tiny_base: Path) -> None:
+    """Also trains on packed rows (data.packing: each rank packs its 2 samples into one row)."""
     data = copy_synthetic()
     (data / "images" / "train_000005.png").write_bytes(b"corrupt")  # skipped and reported, the run goes on
     out = tmp_path / "zero2"
     over = overrides(out, data / "captions.json", tiny_base, training__max_steps=24,
                      training__learning_rate=1e-2, training__precision="bf16", training__save_strategy="no",
-                     deepspeed__config="zero2")
+                     deepspeed__config="zero2", data__packing="true", data__pack_length=256)
     _launch(CONFIGS / "pretrain.yaml", over, tmp_path / "zero2.log")
     info = json.loads((out / "losses.json").read_text())
     assert info["world_size"] == 2 and not info["zero3"] and len(info["losses"]) == 24
+    assert len(info["padding_fraction"]) == 24 and max(info["padding_fraction"]) < 0.5, info["padding_fraction"]
     first, last = _decreasing(info["losses"])
     assert last < first - 0.05, info["losses"]
     assert (out / "mm_projector.safetensors").is_file() and (out / "model.safetensors").is_file()
