@@ -64,6 +64,9 @@ def test_packed_run_has_the_padded_runs_loss(overrides, tmp_path: Path, syntheti
     assert calls and all(not c["keys"] & {"packed_rows", "sample_ids", "skipped_samples"} for c in calls)
     assert all("position_ids" in c["keys"] and "attention_mask" not in c["keys"] for c in calls)
     assert all(c["rows"] < 4 for c in calls) and all(c["rows"] == 4 for c in seen["padded"].calls)
+    # evaluation goes through prediction_step with the same collators: equal losses (models equal up to fp noise)
+    evals = {name: run.trainer.evaluate(eval_dataset=run.trainer.train_dataset) for name, run in runs.items()}
+    assert math.isclose(evals["packed"]["eval_loss"], evals["padded"]["eval_loss"], rel_tol=1e-3), evals
 
 
 def test_feature_cache_with_packing(overrides, tmp_path: Path, synthetic_dir: Path, tiny_base: Path,
