@@ -68,7 +68,7 @@ class CrashAt(TrainerCallback):
             raise KeyboardInterrupt(f"simulated kill at step {self.step}")
 
 
-@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+@pytest.mark.parametrize("stage", ["pretrain", "finetune", "finetune-bf16"])
 def test_resume_gives_identical_losses(overrides, tmp_path: Path, synthetic_dir: Path, tiny_base: Path,
                                        stage1_dir: Path, stage: str) -> None:
     if stage == "pretrain":  # 12 captions, 6 steps per epoch: resume mid-epoch, continue into epoch 2
@@ -76,6 +76,8 @@ def test_resume_gives_identical_losses(overrides, tmp_path: Path, synthetic_dir:
     else:  # short (plain-template) samples keep it fast; the chat template is covered by the other tests
         preset, data, total, k = TINY_FINETUNE, "train.json", 6, 3
         extra = {"model__pretrained_adapter": stage1_dir, "data__template": "plain"}
+    if stage.endswith("bf16"):  # autocast, frozen towers stored in bf16 (rebuilt and cast again on resume)
+        extra["training__precision"] = "bf16"
 
     def cfg(out: Path):
         return load_config(preset, overrides(out, synthetic_dir / data, tiny_base, training__max_steps=total,
