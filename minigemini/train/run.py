@@ -187,7 +187,7 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     from ..data.dataset import LazySupervisedDataset
     from ..model.builder import build_model_and_processor, resolve_tiny
     from .lora import apply_lora, qlora_load_kwargs
-    from .stages import apply_stage, cast_frozen, format_report
+    from .stages import PARTS, apply_stage, cast_frozen, format_report
     from .trainer import MiniGeminiTrainer
 
     t, lora = cfg.training, cfg.lora
@@ -216,8 +216,9 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     if lora.enabled:
         apply_lora(model, lora, gradient_checkpointing=t.gradient_checkpointing)
     report = apply_stage(model, t.stage, t.unfreeze, lora=lora.enabled)
-    if frozen_dtype is not None:
-        cast_frozen(model, frozen_dtype)
+    if frozen_dtype is not None:  # QLoRA: the LLM stays as peft prepared it (quantized, norms in fp32)
+        quantized = lora.enabled and lora.bits in (4, 8)
+        cast_frozen(model, frozen_dtype, parts=("vision_lr", "vision_hr") if quantized else PARTS)
     text = format_report(report, t.stage + (" + LoRA" if lora.enabled else ""))
     if args.should_save:
         print(text, flush=True)

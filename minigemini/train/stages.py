@@ -63,12 +63,14 @@ def apply_stage(model: nn.Module, stage: str, unfreeze: Sequence[str] = (),
     return parameter_report(model)
 
 
-def cast_frozen(model: nn.Module, dtype: torch.dtype) -> int:
-    """Cast every frozen floating-point parameter of the model's parts to `dtype` (after `apply_stage`);
+def cast_frozen(model: nn.Module, dtype: torch.dtype, parts: Sequence[str] = PARTS) -> int:
+    """Cast every frozen floating-point parameter of the named parts to `dtype` (after `apply_stage`);
     returns how many parameter elements were cast. Trainable weights and all buffers (e.g. RoPE's
     inverse frequencies) keep their dtype."""
     cast = 0
-    for module in part_modules(model).values():
+    for name, module in part_modules(model).items():
+        if name not in parts:
+            continue
         for p in module.parameters():
             if not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
                 p.data = p.data.to(dtype)

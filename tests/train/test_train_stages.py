@@ -108,3 +108,14 @@ def test_cast_frozen_keeps_trained_weights_fp32(tiny_base: Path) -> None:
         assert p.dtype == want, name
     assert all(b.dtype == inv_freq[n].dtype for n, b in model.language_model.named_buffers())  # buffers untouched
     assert cast_frozen(model, torch.bfloat16) == 0  # idempotent
+
+
+def test_cast_frozen_only_named_parts(tiny_base: Path) -> None:
+    from minigemini.train.stages import cast_frozen
+
+    model, _ = _tiny(tiny_base)
+    apply_stage(model, "pretrain")
+    cast_frozen(model, torch.bfloat16, parts=("vision_lr", "vision_hr"))
+    assert {p.dtype for p in model.vision_hr.parameters()} == {p.dtype for p in model.vision_lr.parameters()} \
+        == {torch.bfloat16}
+    assert {p.dtype for p in model.language_model.parameters()} == {torch.float32}  # e.g. QLoRA's fp32 norms
