@@ -1,7 +1,9 @@
 """`minigemini` command line: thin; each area registers its own subcommands.
 
 Every area module exposes `register(subparsers)`, adding parsers whose `func(args)` runs the job.
-Heavy imports happen inside those functions, so `minigemini --help` is fast.
+Heavy imports happen inside those functions, so `minigemini --help` is fast. Bad input (a `ValueError`
+or `OSError`: config, data, paths) ends with its message and exit code 2, without a traceback unless
+MINIGEMINI_TRACEBACK=1.
 """
 
 from __future__ import annotations
@@ -53,7 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    result = args.func(args)
+    try:
+        result = args.func(args)
+    except (ValueError, OSError) as exc:  # bad input (config, data, paths): the message says what to do
+        if os.environ.get("MINIGEMINI_TRACEBACK"):
+            raise
+        print(f"minigemini {args.command}: error: {exc}\n(set MINIGEMINI_TRACEBACK=1 for the traceback)",
+              file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

@@ -118,8 +118,8 @@ def packing_problem(language_model: nn.Module) -> str | None:
 
     impl = getattr(language_model.config, "_attn_implementation", None)
     if impl not in masking_utils.ALL_MASK_ATTENTION_FUNCTIONS:
-        return (f"its attention implementation {impl!r} builds no mask from position-id resets "
-                f"(supported: {', '.join(sorted(masking_utils.ALL_MASK_ATTENTION_FUNCTIONS))})")
+        return (f"its attention implementation {impl!r} builds no mask from position-id resets; use one that "
+                f"does: {', '.join(sorted(masking_utils.ALL_MASK_ATTENTION_FUNCTIONS))}")
     weight = language_model.get_input_embeddings().weight
     if weight.device.type == "meta" or weight.numel() == 0 or hasattr(weight, "ds_id"):
         return None  # not materialised / ZeRO-3 partitioned: no probe, the implementation check is all we have
@@ -142,7 +142,7 @@ def packing_problem(language_model: nn.Module) -> str | None:
     if torch.allclose(logits[0, 3:], logits[1, 3:], rtol=tol * 10, atol=tol):
         return None
     return (f"{type(language_model).__name__} does not build its attention mask from position_ids, so a packed "
-            "sample would attend to the samples before it in its row")
+            "sample would attend to the samples before it in its row; use another LLM")
 
 
 __all__ = ["PackingCollator", "plan_rows", "padding_fraction", "packing_problem"]

@@ -125,12 +125,9 @@ def check_packing_support(model: Any, attn_implementation: str | None) -> None:
     from ..data.packing import packing_problem
 
     problem = packing_problem(model.language_model)
-    if problem is None:
-        return
-    fix = (f"set model.attn_implementation to sdpa, eager, flex_attention or flash_attention_2 (now "
-           f"{attn_implementation!r})" if "attention implementation" in problem else "use another LLM")
-    raise ValueError(f"data.packing=true cannot be used with this LLM: {problem}. To pack, {fix}; "
-                     "or train without packing (data.packing=false)")
+    if problem is not None:
+        raise ValueError(f"data.packing=true cannot be used with this LLM (model.attn_implementation="
+                         f"{attn_implementation!r}): {problem}; or train without packing (data.packing=false)")
 
 
 def resolve_frozen_dtype(cfg: RunConfig, deepspeed_low_precision: bool) -> torch.dtype | None:

@@ -106,7 +106,10 @@ def test_template_mismatch_and_plain_tokenizer(tmp_path, sp_tokenizer, capsys):
     sp_tokenizer.save_pretrained(tok_dir)
     data = tmp_path / "d.json"
     data.write_text(json.dumps([_rec("a", None, "Hi", "Hello"), _rec("b", None, "Q", "A")]))
-    with pytest.raises(ValueError, match="--num-image-tokens"):
+    assert main(["prep", "validate", str(data), "--tokenizer", str(tok_dir), "--no-progress"]) == 2
+    assert "minigemini prep: error:" in capsys.readouterr().err  # the message names the fix:
+    with pytest.raises(ValueError, match="--num-image-tokens"), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINIGEMINI_TRACEBACK", "1")
         main(["prep", "validate", str(data), "--tokenizer", str(tok_dir), "--no-progress"])
     assert main(["prep", "validate", str(data), "--tokenizer", str(tok_dir), "--num-image-tokens", "16",
                  "--template", "vicuna_v1", "--no-progress"]) == 0
