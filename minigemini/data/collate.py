@@ -96,13 +96,19 @@ class DataCollator:
             kept.append(f)
         return kept, skipped
 
-    def pad(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
-        """Right-pad `input_ids` (pad id), `labels` (-100) and build `attention_mask`."""
-        width = max(len(f["input_ids"]) for f in features)
+    def blank_rows(self, n_rows: int, longest: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids all pad id, labels all -100) of shape [n_rows, width]: `longest` rounded up to
+        `pad_to_multiple_of`. Shared by padding and packing."""
+        width = longest
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        return (torch.full((n_rows, width), self.pad_token_id, dtype=torch.long),
+                torch.full((n_rows, width), IGNORE_INDEX, dtype=torch.long))
+
+    def pad(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        """Right-pad `input_ids` (pad id), `labels` (-100) and build `attention_mask`."""
+        ids, labels = self.blank_rows(len(features), max(len(f["input_ids"]) for f in features))
+        width = ids.shape[1]
         mask = torch.zeros((len(features), width), dtype=torch.long)
         for row, f in enumerate(features):
             n = len(f["input_ids"])

@@ -24,7 +24,6 @@ from torch import nn
 
 from .collate import DataCollator
 from .feature_cache import collate_features
-from .templates import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +84,8 @@ class PackingCollator(DataCollator):
 
     def pack(self, rows: Sequence[Sequence[dict]]) -> dict[str, torch.Tensor]:
         """Concatenate each row's samples; positions restart per sample; the tail is one padding segment."""
-        width = max(sum(len(f["input_ids"]) for f in row) for row in rows)
-        if self.pad_to_multiple_of:
-            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        ids, labels = self.blank_rows(len(rows), max(sum(len(f["input_ids"]) for f in row) for row in rows))
+        width = ids.shape[1]
         positions = torch.zeros((len(rows), width), dtype=torch.long)
         for r, row in enumerate(rows):
             start = 0
