@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 AREAS = [
     "minigemini.train.commands",  # train, merge-lora
+    "minigemini.train.plan",  # plan (memory per GPU under ZeRO)
     "minigemini.eval.commands",  # eval
     "minigemini.infer.commands",  # chat, serve
     "minigemini.data.commands",  # prep validate|convert|synthetic|cache-features
