@@ -185,6 +185,16 @@ def env_header(num_threads: int) -> str:
             f"load average at start {', '.join(f'{x:.2f}' for x in load)}")
 
 
+def summary_line(benchmark: str, figures: dict) -> str:
+    """The one-line JSON every benchmark ends with, to compare runs: its figures and the load it ran under."""
+    import json
+
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    return "SUMMARY " + json.dumps({"benchmark": benchmark, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                                    "threads": torch.get_num_threads(), "loadavg_end": load, "figures": figures},
+                                   sort_keys=False)
+
+
 # ---- FLOP model -----------------------------------------------------------------------------------
 def _linear_params(module: torch.nn.Module) -> int:
     return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks.common import (BENCH_DESCRIPTION, autocast_context, bench_config, build_model, train_pass,  # noqa: E402
-                               env_header, set_stage)
+                               env_header, set_stage, summary_line)
 from minigemini import MiniGeminiProcessor  # noqa: E402
 from minigemini.data.collate import DataCollator  # noqa: E402
 from minigemini.data.dataset import LazySupervisedDataset  # noqa: E402
@@ -121,6 +121,8 @@ def main() -> None:
         print(f"ratio ({name}): feature cache {gain:.2f}x faster per epoch")
     print(f"(the cache build costs about {builds['bf16'][0] / best['bf16, towers on the fly']:.1f} on-the-fly bf16 "
           "epochs' time here; it pays off from the second epoch / stage, or when several runs share it)")
+    print(summary_line("feature_cache", {"epoch_s": {k: round(v, 2) for k, v in best.items()},
+                                         "build_s": {k: round(v[0], 2) for k, v in builds.items()}}))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `minigemini` does (bef
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.common import autocast_context, env_header, median, timed  # noqa: E402
+from benchmarks.common import autocast_context, env_header, median, summary_line, timed  # noqa: E402
 from minigemini.model.mining import PatchInfoMining, regroup_windows  # noqa: E402
 
 
@@ -73,6 +73,8 @@ def main() -> None:
     with torch.no_grad():
         diff = (mining.mine(lr, hr) - mining.mine_reference(lr, hr)).abs().max().item()
     print(f"\nmax |absorbed - direct| (fp32): {diff:.2e}")
+    print(summary_line("mining", {"max_abs_diff_fp32": diff, "seconds": {f"{f} | {d}": round(min(t), 4)
+                                                                         for (f, d), t in results.items()}}))
 
 
 if __name__ == "__main__":

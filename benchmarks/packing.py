@@ -30,7 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `minigemini` does (bef
 import torch  # noqa: E402
 
 from benchmarks.common import (BENCH_DESCRIPTION, bench_config, build_model, env_header, set_stage,  # noqa: E402
-                               train_pass)
+                               summary_line, train_pass)
 from minigemini.data.feature_cache import CachedFeatureCollator, collate_features  # noqa: E402
 from minigemini.data.packing import PackingCollator, plan_rows  # noqa: E402
 from minigemini.data.sampler import ModalityLengthGroupedSampler  # noqa: E402
@@ -170,6 +170,7 @@ def main() -> None:
         base = base or real / sec
         print(f"| {name} | {len(batches)} | {slots} | {1 - real / slots:.1%} | {sec:.1f} | {real / sec:.0f} | "
               f"{real / sec / base:.2f}x |")
+    print(summary_line("packing", {"real_tokens_per_s": {name: round(real / min(t)) for name, t in times.items()}}))
 
 
 if __name__ == "__main__":

@@ -27,10 +27,6 @@ from benchmarks.common import (BENCH_DESCRIPTION, FLOPS_FORMULA, autocast_contex
                                bench_config, build_model, env_header, matmul_gflops, median, model_flops,
                                profile_groups, set_stage, synthetic_batch, tower_forward_flops)
 
-MGM_FWD_BWD_FP32 = 13.1  # official MGM code, same config, fp32, 2 threads, this machine (median, from the issue)
-MGM_PEAK_FP32 = 164.0  # the fp32 2048^2 matmul peak of this machine when that figure was taken (from the issue)
-
-
 @dataclass
 class Variant:
     name: str
@@ -266,13 +262,15 @@ def main() -> None:
     ratio("torch.compile (regional) vs eager, bf16 autocast", "stage 2, bf16 autocast",
           "stage 2, bf16 autocast, torch.compile")
     ratio("bf16 + cache vs fp32 on the fly (stage 1)", "stage 1, fp32", "stage 1, bf16 + feature cache")
-    ours = fb[ref.name]
-    scaled = MGM_FWD_BWD_FP32 * MGM_PEAK_FP32 / peak[torch.float32]
-    print(f"  vs official MGM fwd+bwd fp32 ({MGM_FWD_BWD_FP32} s, measured separately at a {MGM_PEAK_FP32} GFLOP/s "
-          f"fp32 peak): {MGM_FWD_BWD_FP32 / ours:.2f}x (ours {ours:.2f} s fwd+bwd; target <= 8.7 s); with MGM's time "
-          f"scaled to this run's peak ({scaled:.1f} s): {scaled / ours:.2f}x")
     breakdown_report(bench, args.repeats)
     print(f"\nload average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    figures = {"peak_gflops": {"fp32": round(peak[torch.float32]), "bf16": round(peak[torch.bfloat16])}, "variants": {}}
+    for v in variants:
+        step, f = min(v.times["step"]), flops[v.stage, v.cache]
+        figures["variants"][v.name] = {"step_s": round(step, 3), "fwd_bwd_s": round(fb[v.name], 3),
+                                       "mfu": round(f["params_total"] / step / (peak[v.dtype] * 1e9), 3),
+                                       "mfu_attn": round(f["total_with_attention"] / step / (peak[v.dtype] * 1e9), 3)}
+    print(summary_line("train_step", figures))
 
 
 def breakdown_report(bench: Bench, repeats: int) -> None:
