@@ -183,7 +183,7 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     from ..data.collate import DataCollator
     from ..data.dataset import LazySupervisedDataset
     from ..model.builder import build_model_and_processor, resolve_tiny
-    from .lora import apply_lora, qlora_load_kwargs
+    from .lora import apply_lora, lora_base_path, qlora_load_kwargs
     from .stages import PARTS, apply_stage, cast_frozen, format_report
     from .trainer import MiniGeminiTrainer
 
@@ -211,7 +211,7 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     if pack_length is not None:
         check_packing_support(model, spec.attn_implementation)
     if lora.enabled:
-        apply_lora(model, lora, gradient_checkpointing=t.gradient_checkpointing)
+        apply_lora(model, lora, gradient_checkpointing=t.gradient_checkpointing, base=lora_base_path(spec))
     report = apply_stage(model, t.stage, t.unfreeze, lora=lora.enabled)
     if frozen_dtype is not None:  # QLoRA: the LLM stays as peft prepared it (quantized, norms in fp32)
         quantized = lora.enabled and lora.bits in (4, 8)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import torch
+from peft import PeftModel
 
 from minigemini import MiniGeminiForCausalLM
 from minigemini.cli import main as cli_main
@@ -30,7 +31,7 @@ def test_lora_run_and_merge(overrides, tmp_path: Path, synthetic_dir: Path, tiny
     assert any(n.startswith("projector.") for n in trainable) and any(".lora_B." in n for n in trainable)
     report = json.loads((out / "trainable_parameters.json").read_text())
     assert 0 < report["llm"][0] < report["llm"][1] // 4 and report["vision_lr"][0] == 0
-    for name in ("adapter_config.json", "adapter_model.safetensors", "non_lora_trainables.safetensors",
+    for name in ("adapter_config.json", "adapter_model.safetensors",
                  "mm_projector.safetensors", "run_config.yaml", "tokenizer.json"):
         assert (out / name).is_file(), name
     assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if ".lora_B." in n), "LoRA did not train"
@@ -54,3 +55,18 @@ def test_lora_run_and_merge(overrides, tmp_path: Path, synthetic_dir: Path, tiny
         want = model(**batch).logits
         got = plain(**batch).logits
     assert (got - want).abs().max().item() < 1e-5
+
+    # plain peft: the adapter names a loadable base (the stage-1 folder, absolute) and carries the connector
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(stage1_dir.resolve())
+    assert adapter["modules_to_save"] == ["mining", "projector"]
+    base = MiniGeminiForCausalLM.from_pretrained(adapter["base_model_name_or_path"]).eval()
+    with torch.no_grad():
+        before = base(**batch).logits
+    assert (before - got).abs().max().item() > 1e-3  # the base alone is not the fine-tuned model
+    peft_model = PeftModel.from_pretrained(base, str(out)).eval()
+    lora_modules = [n for n, _ in peft_model.named_modules() if n.endswith(".lora_A")]
+    assert lora_modules and all(".language_model." in n for n in lora_modules)  # no LoRA on towers/connector
+    with torch.no_grad():
+        via_peft = peft_model(**batch).logits
+    assert (via_peft - got).abs().max().item() < 1e-5
