@@ -180,6 +180,7 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
+    started = time.monotonic()
     from ..data.collate import DataCollator
     from ..data.dataset import LazySupervisedDataset
     from ..model.builder import build_model_and_processor, resolve_tiny
@@ -260,7 +261,18 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         (Path(t.output_dir) / "skipped_samples.json").write_text(json.dumps(skipped, indent=2))
         print(skip_summary(skipped, Path(t.output_dir) / "skipped_samples.json"), flush=True)
     losses = {int(h["step"]): float(h["loss"]) for h in trainer.state.log_history if "loss" in h}
-    return TrainResult(Path(t.output_dir), losses, skipped, trainer.state.global_step, report, trainer)
+    result = TrainResult(Path(t.output_dir), losses, skipped, trainer.state.global_step, report, trainer)
+    if args.should_save:
+        print(run_summary(result, time.monotonic() - started, t.export, lora.enabled), flush=True)
+    return result
+
+
+def run_summary(result: TrainResult, seconds: float, exported: bool, lora: bool) -> str:
+    """The run's last line: steps, final loss, wall time and where the model went."""
+    loss = f"final loss {result.losses[max(result.losses)]:.4f}" if result.losses else "no loss logged"
+    where = (f"{'LoRA adapter' if lora else 'model'} written to {result.output_dir.resolve()}" if exported
+             else f"no export (training.export=false), checkpoints in {result.output_dir.resolve()}")
+    return f"training done: {result.global_step} steps, {loss}, {seconds:.1f} s wall, {where}"
 
 
 def skip_summary(skipped: dict[str, Any], where: Path, show: int = 10) -> str:
