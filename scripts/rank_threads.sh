@@ -5,8 +5,12 @@
 # Without this every rank starts one thread per core (torchrun: 1 thread per rank): with 2 CPU ranks
 # under DeepSpeed that measured 45 s per step instead of 3.4 s.
 
+cores_here() {  # CPUs this process may use (nproc would report OMP_NUM_THREADS instead when it is set)
+    echo "${CORES:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}"
+}
+
 per_rank_threads() {
-    local ranks=$1 cores=${2:-${CORES:-$(nproc)}}
+    local ranks=$1 cores=${2:-$(cores_here)}
     if ! [[ $ranks =~ ^[0-9]+$ && $cores =~ ^[0-9]+$ ]] || ((ranks < 1)); then
         echo "per_rank_threads: ranks ($ranks) and cores ($cores) must be positive integers" >&2
         return 2
@@ -17,9 +21,11 @@ per_rank_threads() {
 
 set_rank_threads() {
     if [[ -z ${OMP_NUM_THREADS:-} ]]; then
-        OMP_NUM_THREADS=$(per_rank_threads "$1") || return 2
+        local cores
+        cores=$(cores_here)
+        OMP_NUM_THREADS=$(per_rank_threads "$1" "$cores") || return 2
         export OMP_NUM_THREADS
-        echo "OMP_NUM_THREADS=$OMP_NUM_THREADS per rank (${CORES:-$(nproc)} cores / $1 local ranks)" >&2
+        echo "OMP_NUM_THREADS=$OMP_NUM_THREADS per rank ($cores cores / $1 local ranks)" >&2
     else
         echo "OMP_NUM_THREADS=$OMP_NUM_THREADS per rank (set by you)" >&2
     fi

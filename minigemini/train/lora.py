@@ -31,7 +31,8 @@ def qlora_load_kwargs(lora: Any, dtype: torch.dtype) -> dict[str, Any]:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as exc:
-        raise ImportError("QLoRA (lora.bits=4/8) needs bitsandbytes and a CUDA GPU: pip install bitsandbytes") from exc
+        raise ImportError("QLoRA (lora.bits=4/8) needs bitsandbytes (CUDA, or its CPU backend): "
+                          "pip install 'minigemini[qlora]'") from exc
     from transformers import BitsAndBytesConfig
 
     quant = BitsAndBytesConfig(load_in_4bit=lora.bits == 4, load_in_8bit=lora.bits == 8,

@@ -36,8 +36,10 @@ def test_deepspeed_threads_are_cores_over_local_ranks(cores, ranks, threads):
 
 
 def test_default_cores_are_the_cpus_this_process_may_use():
-    env, _, _ = _dry_run("train_torchrun.sh", "cfg.yaml", NPROC="2")
-    assert env["OMP_NUM_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) // 2))
+    cores = len(os.sched_getaffinity(0))
+    env, _, err = _dry_run("train_torchrun.sh", "cfg.yaml", NPROC="2", OMP_THREAD_LIMIT="1")  # nproc would say 1
+    assert env["OMP_NUM_THREADS"] == str(max(1, cores // 2))
+    assert f"({cores} cores / 2 local ranks)" in err
 
 
 def test_user_setting_wins_and_torchrun_command():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from peft import PeftModel
 
@@ -70,3 +71,23 @@ def test_lora_run_and_merge(overrides, tmp_path: Path, synthetic_dir: Path, tiny
     with torch.no_grad():
         via_peft = peft_model(**batch).logits
     assert (via_peft - got).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_qlora_trains_on_cpu(bits: int, overrides, tmp_path: Path, synthetic_dir: Path, tiny_base: Path,
+                             stage1_dir: Path) -> None:
+    """QLoRA on CPU through bitsandbytes' CPU backend: the LLM's Linears are quantized, LoRA trains."""
+    bnb = pytest.importorskip("bitsandbytes")
+    out = tmp_path / "qlora"
+    cfg = load_config(TINY_LORA, overrides(out, synthetic_dir / "train.json", tiny_base, training__max_steps=2,
+                                           model__pretrained_adapter=stage1_dir, lora__bits=bits,
+                                           training__learning_rate=2e-2, training__save_strategy="no"))
+    result = run_training(cfg)
+    model = result.trainer.model
+    kind = bnb.nn.Linear4bit if bits == 4 else bnb.nn.Linear8bitLt
+    quantized = [n for n, m in model.language_model.named_modules() if isinstance(m, kind)]
+    assert quantized and all(".base_layer" in n for n in quantized)
+    assert next(p for n, p in model.named_parameters() if n.endswith("q_proj.base_layer.weight")).device.type == "cpu"
+    assert len(result.losses) == 2 and all(torch.isfinite(torch.tensor(v)) for v in result.losses.values())
+    assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if ".lora_B." in n), "LoRA did not train"
+    assert (out / "adapter_model.safetensors").is_file()
