@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     generator = Generator.from_pretrained(args.model, device=args.device, dtype=args.dtype, template=args.template)
     name = args.model_name or Path(args.model).resolve().name
     server = make_server(generator, args.host, args.port, name, args.max_new_tokens)
-    print(f"serving model {name!r} on http://{args.host}:{server.server_address[1]}/v1 (Ctrl-C to stop)")
+    print(f"serving model {name!r} on http://{args.host}:{server.server_address[1]}/v1 (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

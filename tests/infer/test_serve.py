@@ -172,3 +172,28 @@ def test_models_list_and_retrieve(client):
     assert [m.id for m in client.models.list()] == ["tiny"]
     model = client.models.retrieve("tiny")
     assert (model.id, model.object, model.owned_by) == ("tiny", "model", "minigemini") and model.created > 0
+
+
+def test_minigemini_serve_command(tiny_model_dir, generator):
+    """`minigemini serve` as a process on a free port, used by the openai client."""
+    import re
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", "import sys; from minigemini.cli import main; sys.exit(main(sys.argv[1:]))",
+           "serve", "--model", str(tiny_model_dir), "--port", "0", "--device", "cpu", "--max-new-tokens", "4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        found = re.search(r"serving model 'tiny_model' on (http://127\.0\.0\.1:\d+/v1)", line)
+        assert found, line + proc.stderr.read() if proc.poll() is not None else line
+        client = openai.OpenAI(base_url=found.group(1), api_key="none", max_retries=0, timeout=120)
+        assert [m.id for m in client.models.list()] == ["tiny_model"]
+        stream = client.chat.completions.create(model="tiny_model", stream=True,
+                                                messages=[{"role": "user", "content": "Hello"}])
+        text = "".join(c.choices[0].delta.content or "" for c in stream)
+        want = generator.generate([generator.question_prompt("Hello")], None, GenerationOptions(max_new_tokens=4))[0]
+        assert text == want
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
