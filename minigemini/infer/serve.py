@@ -61,89 +61,100 @@ def model_card(model_name: str, created: int) -> dict[str, Any]:
     return {"id": model_name, "object": "model", "created": created, "owned_by": "minigemini"}
 
 
+class OpenAIHandler(BaseHTTPRequestHandler):
+    """Routes of the server; `make_server` subclasses it with the generator and settings."""
+
+    generator: "Generator"
+    model_name: str = "minigemini"
+    default_max_tokens: int = 512
+    lock: threading.Lock
+    created: int = 0
+
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload, ensure_ascii=False).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _events(self, chunks: Iterator[dict]) -> None:
+        """Server-sent events: one `data:` line per chunk, then `data: [DONE]`."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        try:
+            for chunk in chunks:
+                self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client left; closing `chunks` (below) stops the generation
+        except Exception as exc:  # noqa: BLE001 - headers are sent: report in the stream, as OpenAI does
+            error = APIError(f"{type(exc).__name__}: {exc}", kind="server_error", status=500)
+            self.wfile.write(f"data: {json.dumps(error.body())}\n\n".encode())
+        finally:
+            chunks.close()
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        path = self.path.rstrip("/")
+        if path == "/v1/models":
+            self._send(200, {"object": "list", "data": [model_card(self.model_name, self.created)]})
+        elif path.startswith("/v1/models/"):
+            wanted = path[len("/v1/models/"):]
+            if wanted == self.model_name:
+                self._send(200, model_card(self.model_name, self.created))
+            else:
+                self._send(404, model_not_found(wanted).body())
+        elif path in ("/health", ""):
+            self._send(200, {"status": "ok"})
+        else:
+            self._send(404, APIError(f"no route GET {self.path}", code="unknown_url", status=404).body())
+
+    def do_POST(self) -> None:  # noqa: N802
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self._send(404, APIError(f"no route POST {self.path}; POST /v1/chat/completions", code="unknown_url",
+                                     status=404).body())
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self._send(413, APIError(f"request body over {MAX_BODY_BYTES} bytes", status=413).body())
+            return
+        with self.lock:
+            self._answer(self.rfile.read(length))
+
+    def _answer(self, raw: bytes) -> None:
+        try:
+            try:
+                body = json.loads(raw or b"{}")
+            except json.JSONDecodeError as exc:
+                raise APIError(f"The request body is not valid JSON: {exc}") from exc
+            if isinstance(body, dict) and body.get("stream") is True:
+                request, prompt, prompt_tokens = prepare(self.generator, body, self.model_name,
+                                                         self.default_max_tokens)
+                self._events(stream_chunks(self.generator, request, prompt, prompt_tokens, self.model_name))
+                return
+            response = complete(self.generator, body, self.model_name, self.default_max_tokens)
+        except APIError as exc:
+            self._send(exc.status, exc.body())
+            return
+        except Exception as exc:  # noqa: BLE001 - report, keep serving
+            self._send(500, APIError(f"{type(exc).__name__}: {exc}", kind="server_error", status=500).body())
+            return
+        self._send(200, response)
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # quieter than the default
+        pass
+
+
 def make_server(generator: "Generator", host: str = "127.0.0.1", port: int = 8000, model_name: str = "minigemini",
                 default_max_tokens: int = 512) -> ThreadingHTTPServer:
-    """An HTTP server answering `/v1/chat/completions`, `/v1/models[/{id}]` (call `serve_forever()`)."""
-    lock = threading.Lock()
-    created = int(time.time())
-
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, status: int, payload: dict) -> None:
-            data = json.dumps(payload, ensure_ascii=False).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _events(self, chunks: Iterator[dict]) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.end_headers()
-            try:
-                for chunk in chunks:
-                    self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
-                    self.wfile.flush()
-                self.wfile.write(b"data: [DONE]\n\n")
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client left; closing `chunks` (below) stops the generation
-            except Exception as exc:  # noqa: BLE001 - headers are sent: report in the stream, as OpenAI does
-                error = APIError(f"{type(exc).__name__}: {exc}", kind="server_error", status=500)
-                self.wfile.write(f"data: {json.dumps(error.body())}\n\n".encode())
-            finally:
-                chunks.close()
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-            path = self.path.rstrip("/")
-            if path == "/v1/models":
-                self._send(200, {"object": "list", "data": [model_card(model_name, created)]})
-            elif path.startswith("/v1/models/"):
-                wanted = path[len("/v1/models/"):]
-                if wanted == model_name:
-                    self._send(200, model_card(model_name, created))
-                else:
-                    self._send(404, model_not_found(wanted).body())
-            elif path in ("/health", ""):
-                self._send(200, {"status": "ok"})
-            else:
-                self._send(404, APIError(f"no route GET {self.path}", code="unknown_url", status=404).body())
-
-        def do_POST(self) -> None:  # noqa: N802
-            if self.path.rstrip("/") != "/v1/chat/completions":
-                error = APIError(f"no route POST {self.path}; POST /v1/chat/completions", code="unknown_url")
-                self._send(404, error.body())
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                self._send(413, APIError(f"request body over {MAX_BODY_BYTES} bytes", status=413).body())
-                return
-            with lock:
-                self._answer(self.rfile.read(length))
-
-        def _answer(self, raw: bytes) -> None:
-            try:
-                try:
-                    body = json.loads(raw or b"{}")
-                except json.JSONDecodeError as exc:
-                    raise APIError(f"The request body is not valid JSON: {exc}") from exc
-                if isinstance(body, dict) and body.get("stream") is True:
-                    request, prompt, prompt_tokens = prepare(generator, body, model_name, default_max_tokens)
-                    self._events(stream_chunks(generator, request, prompt, prompt_tokens, model_name))
-                    return
-                response = complete(generator, body, model_name, default_max_tokens)
-            except APIError as exc:
-                self._send(exc.status, exc.body())
-                return
-            except Exception as exc:  # noqa: BLE001 - report, keep serving
-                self._send(500, APIError(f"{type(exc).__name__}: {exc}", kind="server_error", status=500).body())
-                return
-            self._send(200, response)
-
-        def log_message(self, fmt: str, *args: Any) -> None:  # quieter than the default
-            pass
-
-    return ThreadingHTTPServer((host, port), Handler)
+    """A threaded HTTP server answering `/v1/chat/completions`, `/v1/models[/{id}]` (call `serve_forever()`)."""
+    handler = type("Handler", (OpenAIHandler,), {
+        "generator": generator, "model_name": model_name, "default_max_tokens": default_max_tokens,
+        "lock": threading.Lock(), "created": int(time.time())})
+    return ThreadingHTTPServer((host, port), handler)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -76,6 +76,12 @@ def test_streaming_without_usage_ends_with_finish_reason(client):
         chunks = list(stream)
     assert chunks[-1].choices[0].finish_reason == "length" and chunks[-1].choices[0].delta.content is None
     assert not hasattr(chunks[-1], "usage") or chunks[-1].usage is None
+    with client.chat.completions.with_streaming_response.create(
+            model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=3, stream=True) as raw:
+        assert raw.headers["content-type"] == "text/event-stream"
+        lines = [line for line in raw.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]" and all(line.startswith("data: {") for line in lines[:-1])
+    assert len(lines) - 1 == len(chunks) and '"usage"' not in "".join(lines)
 
 
 def test_n_choices_greedy_and_sampled(client, image_files):
