@@ -10,13 +10,20 @@ at prefill). Output text is cut at the first stop string of the template or of t
 from __future__ import annotations
 
 import threading
+from collections.abc import Generator as Generator_
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Generator as Generator_, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import (
+    GenerationConfig,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
 
 from minigemini.model import MiniGeminiForCausalLM
 from minigemini.model.processing import MiniGeminiProcessor

@@ -13,8 +13,9 @@ import binascii
 import io
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .generate import GenerationOptions, GenerationResult, Generator
@@ -54,7 +55,7 @@ class ChatRequest:
 
     messages: list[dict[str, str]]
     images: list[Any]
-    options: "GenerationOptions"
+    options: GenerationOptions
     max_tokens: int | None
     n: int
     stream: bool
@@ -235,13 +236,13 @@ class Completion:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
 
     @staticmethod
-    def usage(prompt_tokens: int, results: list["GenerationResult"]) -> dict[str, int]:
+    def usage(prompt_tokens: int, results: list[GenerationResult]) -> dict[str, int]:
         """OpenAI's usage: the prompt counted once, the completions summed."""
         completion = sum(r.completion_tokens for r in results)
         return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                 "total_tokens": prompt_tokens + completion}
 
-    def response(self, results: list["GenerationResult"]) -> dict[str, Any]:
+    def response(self, results: list[GenerationResult]) -> dict[str, Any]:
         """The `chat.completion` body for `results` (one per choice)."""
         choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "logprobs": None,
                     "finish_reason": r.finish_reason} for i, r in enumerate(results)]
@@ -254,12 +255,12 @@ class Completion:
                 "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
         return {**body, "usage": None} if include_usage else body
 
-    def usage_chunk(self, prompt_tokens: int, results: list["GenerationResult"]) -> dict[str, Any]:
+    def usage_chunk(self, prompt_tokens: int, results: list[GenerationResult]) -> dict[str, Any]:
         """The last chunk when `stream_options.include_usage`: no choices, the usage."""
         return {**self._head("chat.completion.chunk"), "choices": [], "usage": self.usage(prompt_tokens, results)}
 
 
-def stream_chunks(generator: "Generator", request: ChatRequest, prompt: str, prompt_tokens: int,
+def stream_chunks(generator: Generator, request: ChatRequest, prompt: str, prompt_tokens: int,
                   model_name: str) -> Iterator[dict[str, Any]]:
     """The chunks of a streamed answer: per choice the role, the content deltas and the finish reason."""
     done = Completion(model_name)

@@ -16,10 +16,19 @@ import argparse
 import json
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
-from .openai_api import APIError, ChatRequest, Completion, fit_context, model_not_found, parse_request, stream_chunks
+from .openai_api import (
+    APIError,
+    ChatRequest,
+    Completion,
+    fit_context,
+    model_not_found,
+    parse_request,
+    stream_chunks,
+)
 
 if TYPE_CHECKING:
     from .generate import Generator
@@ -27,7 +36,7 @@ if TYPE_CHECKING:
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
-def context_length(generator: "Generator") -> int | None:
+def context_length(generator: Generator) -> int | None:
     """The LLM's context window in tokens (None when its config does not say)."""
     text = generator.model.config.get_text_config()
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
@@ -36,7 +45,7 @@ def context_length(generator: "Generator") -> int | None:
     return None
 
 
-def prepare(generator: "Generator", body: Any, model_name: str,
+def prepare(generator: Generator, body: Any, model_name: str,
             default_max_tokens: int) -> tuple[ChatRequest, str, int]:
     """(checked request with its token budget, rendered prompt, prompt length in tokens) or `APIError`."""
     request = parse_request(body, model_name, generator.processor.config.image_token)
@@ -49,7 +58,7 @@ def prepare(generator: "Generator", body: Any, model_name: str,
     return request, prompt, prompt_tokens
 
 
-def complete(generator: "Generator", body: Any, model_name: str, default_max_tokens: int = 512) -> dict:
+def complete(generator: Generator, body: Any, model_name: str, default_max_tokens: int = 512) -> dict:
     """Answer one non-streaming chat-completions request body; returns the response body."""
     request, prompt, _ = prepare(generator, body, model_name, default_max_tokens)
     results = generator.generate_detailed([prompt] * request.n, [request.images] * request.n, request.options)
@@ -64,7 +73,7 @@ def model_card(model_name: str, created: int) -> dict[str, Any]:
 class OpenAIHandler(BaseHTTPRequestHandler):
     """Routes of the server; `make_server` subclasses it with the generator and settings."""
 
-    generator: "Generator"
+    generator: Generator
     model_name: str = "minigemini"
     default_max_tokens: int = 512
     lock: threading.Lock
@@ -91,13 +100,13 @@ class OpenAIHandler(BaseHTTPRequestHandler):
             self.wfile.write(b"data: [DONE]\n\n")
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client left; closing `chunks` (below) stops the generation
-        except Exception as exc:  # noqa: BLE001 - headers are sent: report in the stream, as OpenAI does
+        except Exception as exc:
             error = APIError(f"{type(exc).__name__}: {exc}", kind="server_error", status=500)
             self.wfile.write(f"data: {json.dumps(error.body())}\n\n".encode())
         finally:
             chunks.close()
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         path = self.path.rstrip("/")
         if path == "/v1/models":
             self._send(200, {"object": "list", "data": [model_card(self.model_name, self.created)]})
@@ -112,7 +121,7 @@ class OpenAIHandler(BaseHTTPRequestHandler):
         else:
             self._send(404, APIError(f"no route GET {self.path}", code="unknown_url", status=404).body())
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self.path.rstrip("/") != "/v1/chat/completions":
             self._send(404, APIError(f"no route POST {self.path}; POST /v1/chat/completions", code="unknown_url",
                                      status=404).body())
@@ -139,7 +148,7 @@ class OpenAIHandler(BaseHTTPRequestHandler):
         except APIError as exc:
             self._send(exc.status, exc.body())
             return
-        except Exception as exc:  # noqa: BLE001 - report, keep serving
+        except Exception as exc:
             self._send(500, APIError(f"{type(exc).__name__}: {exc}", kind="server_error", status=500).body())
             return
         self._send(200, response)
@@ -148,7 +157,7 @@ class OpenAIHandler(BaseHTTPRequestHandler):
         pass
 
 
-def make_server(generator: "Generator", host: str = "127.0.0.1", port: int = 8000, model_name: str = "minigemini",
+def make_server(generator: Generator, host: str = "127.0.0.1", port: int = 8000, model_name: str = "minigemini",
                 default_max_tokens: int = 512) -> ThreadingHTTPServer:
     """A threaded HTTP server answering `/v1/chat/completions`, `/v1/models[/{id}]` (call `serve_forever()`)."""
     handler = type("Handler", (OpenAIHandler,), {
