@@ -13,7 +13,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,gen,eval,web]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,gen,eval,web,qlora]'
 	@touch $@
 
 demo: $(STAMP)

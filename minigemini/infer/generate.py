@@ -10,13 +10,20 @@ at prefill). Output text is cut at the first stop string of the template or of t
 from __future__ import annotations
 
 import threading
+from collections.abc import Generator as Generator_
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import (
+    GenerationConfig,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
 
 from minigemini.model import MiniGeminiForCausalLM
 from minigemini.model.processing import MiniGeminiProcessor
@@ -173,6 +180,11 @@ class Generator:
         self._seed(options)
         kwargs = self.generation_kwargs(options)
         out = self.model.generate(**batch, **kwargs)
+        return self._results(batch, out, kwargs, options)
+
+    def _results(self, batch: Mapping[str, torch.Tensor], out: torch.Tensor, kwargs: Mapping[str, Any],
+                 options: GenerationOptions) -> list["GenerationResult"]:
+        """Decoded answers (cut at stop strings, stripped) with token counts and finish reasons."""
         new_tokens = out[:, batch["input_ids"].shape[1]:]
         texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
         stops = self.stop_strings(options)
@@ -189,20 +201,29 @@ class Generator:
         return results
 
     def stream(self, prompt: str, images: Sequence[ImageLike] = (),
-               options: GenerationOptions | None = None) -> Iterator[str]:
-        """Yield the answer to one prompt piece by piece as it is generated (stop strings never shown)."""
-        options = options or GenerationOptions()
+               options: GenerationOptions | None = None) -> "AnswerStream":
+        """Yield the answer to one prompt piece by piece as it is generated (stop strings never shown).
+
+        The pieces join to exactly what `generate` returns (cut at stop strings, stripped); once the
+        stream is exhausted, its `.result` holds the `GenerationResult` (token counts, finish reason).
+        """
+        return AnswerStream(self._stream_pieces(prompt, images, options or GenerationOptions()))
+
+    def _stream_pieces(self, prompt: str, images: Sequence[ImageLike],
+                       options: GenerationOptions) -> Generator_[str, None, GenerationResult]:
         batch = self.encode([prompt], [list(images)])
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = self.generation_kwargs(options)
         cancel = threading.Event()
         failure: list[BaseException] = []
+        output: list[torch.Tensor] = []
 
         def work() -> None:
             try:
                 with torch.inference_mode():
                     self._seed(options)
-                    self.model.generate(**batch, **self.generation_kwargs(options), streamer=streamer,
-                                        stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]))
+                    output.append(self.model.generate(**batch, **kwargs, streamer=streamer,
+                                                      stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)])))
             except BaseException as exc:  # re-raised in the caller's thread below
                 failure.append(exc)
                 streamer.end()
@@ -210,17 +231,40 @@ class Generator:
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         try:
-            yield from hold_back_stops(streamer, self.stop_strings(options))
+            yield from strip_stream(hold_back_stops(streamer, self.stop_strings(options)))
         finally:  # also when the caller stops early (Ctrl-C, break): end the generation thread
             cancel.set()
             thread.join()
         if failure:
             raise failure[0]
+        return self._results(batch, output[0], kwargs, options)[0]
 
     @staticmethod
     def _seed(options: GenerationOptions) -> None:
         if options.do_sample and options.seed is not None:
             torch.manual_seed(options.seed)
+
+
+class AnswerStream(Iterator[str]):
+    """The text pieces of one streamed answer; `result` is set once they are all consumed (None before)."""
+
+    def __init__(self, pieces: Generator_[str, None, GenerationResult]) -> None:
+        self._pieces = pieces
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> "AnswerStream":
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._pieces)
+        except StopIteration as end:
+            self.result = end.value
+            raise
+
+    def close(self) -> None:
+        """Stop early: cancels the generation and joins its thread."""
+        self._pieces.close()
 
 
 class _Cancelled(StoppingCriteria):
@@ -252,6 +296,22 @@ def hold_back_stops(pieces: Iterator[str], stops: Sequence[str]) -> Iterator[str
             sent = safe
     if len(text) > sent:
         yield text[sent:]
+
+
+def strip_stream(pieces: Iterable[str]) -> Iterator[str]:
+    """Pieces whose concatenation is the stripped concatenation of `pieces` (trailing blanks held back)."""
+    started, pending = False, ""
+    for piece in pieces:
+        if not started:
+            piece = piece.lstrip()
+            if not piece:
+                continue
+            started = True
+        text = pending + piece
+        body = text.rstrip()
+        pending = text[len(body):]
+        if body:
+            yield body
 
 
 # ---- conversation templates (owned by minigemini.data.templates) -------------------------------

@@ -46,9 +46,8 @@ def run_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from .run import finish_distributed, run_training
 
-    result = run_training(cfg)
+    run_training(cfg)  # ends with the one-line summary (rank 0)
     finish_distributed()
-    print(f"done: {result.global_step} steps, output in {result.output_dir}")
     return 0
 
 

@@ -1,9 +1,11 @@
-"""LoRA / QLoRA on the LLM only (through peft), saving beside the adapter, and merging back.
+"""LoRA / QLoRA on the LLM only (through peft), a whole-model peft adapter on disk, and merging back.
 
-The LLM inside the MiniGemini model is wrapped by `peft.get_peft_model`; mining + projector (and
-any part unfrozen by the config) stay fully trainable and are saved beside the adapter in
-`non_lora_trainables.safetensors`. `merge_lora` rebuilds the base model from the run's resolved
-config, applies the adapter, folds it in (`merge_and_unload`) and writes a plain model folder.
+Training wraps the LLM inside the MiniGemini model with `peft.get_peft_model`; mining + projector
+(and any part unfrozen by the config) stay fully trainable. The export is ONE peft adapter for the
+whole MiniGemini model: LoRA weights under `language_model.*` and the other trained parts as peft
+`modules_to_save`, with `base_model_name_or_path` an absolute folder or hub id. So plain
+`PeftModel.from_pretrained(base, run_dir)` on the base MiniGemini model gives the fine-tuned model,
+and `merge_lora` is that plus `merge_and_unload`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-NON_LORA_FILE = "non_lora_trainables.safetensors"
 LLM_PREFIX = "language_model."
 
 
@@ -30,7 +31,8 @@ def qlora_load_kwargs(lora: Any, dtype: torch.dtype) -> dict[str, Any]:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as exc:
-        raise ImportError("QLoRA (lora.bits=4/8) needs bitsandbytes and a CUDA GPU: pip install bitsandbytes") from exc
+        raise ImportError("QLoRA (lora.bits=4/8) needs bitsandbytes (CUDA, or its CPU backend): "
+                          "pip install 'minigemini[qlora]'") from exc
     from transformers import BitsAndBytesConfig
 
     quant = BitsAndBytesConfig(load_in_4bit=lora.bits == 4, load_in_8bit=lora.bits == 8,
@@ -38,8 +40,21 @@ def qlora_load_kwargs(lora: Any, dtype: torch.dtype) -> dict[str, Any]:
     return {"quantization_config": quant}
 
 
-def apply_lora(model: nn.Module, lora: Any, gradient_checkpointing: bool = False) -> nn.Module:
-    """Wrap `model.language_model` with LoRA adapters (in place); returns the model."""
+def lora_base_path(spec: Any) -> str:
+    """The model a LoRA run's adapter applies to, as an absolute folder or a hub id (loadable anywhere).
+
+    `model.init_from` or the stage-1 folder (`model.pretrained_adapter`, a saved minigemini model whose
+    LLM and towers are the frozen ones stage 2 starts from); without either, the LLM's folder / hub id
+    (the MiniGemini base is then the one `minigemini merge-lora` rebuilds from `run_config.yaml`).
+    """
+    for candidate in (spec.init_from, spec.pretrained_adapter):
+        if candidate and (Path(candidate) / "config.json").is_file():
+            return str(Path(candidate).resolve())
+    return str(Path(spec.llm).resolve()) if Path(spec.llm).exists() else spec.llm
+
+
+def apply_lora(model: nn.Module, lora: Any, gradient_checkpointing: bool = False, base: str | None = None) -> nn.Module:
+    """Wrap `model.language_model` with LoRA adapters (in place); `base` is recorded for the export."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     llm = model.language_model
@@ -48,6 +63,7 @@ def apply_lora(model: nn.Module, lora: Any, gradient_checkpointing: bool = False
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
                         target_modules=lora.target_modules, task_type="CAUSAL_LM")
     model.language_model = get_peft_model(llm, config)
+    model.lora_base_model = base
     return model
 
 
@@ -58,40 +74,69 @@ def is_lora_model(model: nn.Module) -> bool:
     return isinstance(getattr(model, "language_model", None), PeftModel)
 
 
+def _lora_targets(model: nn.Module) -> str:
+    """A peft `target_modules` regex over the whole model matching exactly the LLM's LoRA-wrapped modules."""
+    import re
+
+    from peft.tuners.lora import LoraLayer
+
+    inner = model.language_model.get_base_model()
+    wrapped = {LLM_PREFIX + n for n, m in inner.named_modules() if isinstance(m, LoraLayer)}
+    plain = {LLM_PREFIX + n for n, m in inner.named_modules() if n and not isinstance(m, LoraLayer)
+             and ".lora_" not in n and not n.endswith(".base_layer") and ".base_layer." not in n}
+    suffixes = sorted({n.rsplit(".", 1)[-1] for n in wrapped})
+    pattern = rf"{re.escape(LLM_PREFIX)}.*\.(?:{'|'.join(map(re.escape, suffixes))})"
+    if any(re.fullmatch(pattern, n) for n in plain):  # a same-named module without LoRA: list them all
+        pattern = "(?:" + "|".join(map(re.escape, sorted(wrapped))) + ")"
+    return pattern
+
+
+def _modules_to_save(model: nn.Module) -> list[str]:
+    """Top-level parts outside the LLM that were trained (mining, projector, unfrozen towers)."""
+    parts = sorted({n.split(".", 1)[0] for n, p in model.named_parameters()
+                    if p.requires_grad and not n.startswith(LLM_PREFIX)})
+    for part in parts:  # peft matches modules_to_save by name suffix: it must name one module only
+        clash = [n for n, _ in model.named_modules() if n.endswith("." + part)]
+        if clash:
+            raise ValueError(f"cannot export {part!r} as a peft module_to_save: {clash[0]} has the same name")
+    return parts
+
+
 def save_lora_export(model: nn.Module, folder: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
-    """Write the adapter (adapter_config.json + adapter_model.safetensors) and the non-LoRA trainables."""
+    """Write one whole-model peft adapter: LoRA weights + the trained non-LLM parts as `modules_to_save`."""
+    import copy
+
+    from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = state_dict if state_dict is not None else model.state_dict()
+    peft_llm = model.language_model
     llm_state = {k[len(LLM_PREFIX):]: v for k, v in state.items() if k.startswith(LLM_PREFIX)}
-    model.language_model.save_pretrained(str(folder), state_dict=llm_state)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad and not n.startswith(LLM_PREFIX)}
-    extra = {k: state[k].detach().cpu().contiguous() for k in sorted(trainable) if k in state}
-    save_file(extra, str(folder / NON_LORA_FILE), metadata={"format": "pt"})
+    lora_state = get_peft_model_state_dict(peft_llm, state_dict=llm_state)
+    head = "base_model.model."
+    out = {head + LLM_PREFIX + k[len(head):]: v for k, v in lora_state.items()}
+    parts = _modules_to_save(model)
+    out.update({head + k: v for k, v in state.items() if k.split(".", 1)[0] in parts})
+    config = copy.deepcopy(peft_llm.peft_config["default"])
+    config.target_modules = _lora_targets(model)
+    config.modules_to_save = parts
+    config.base_model_name_or_path = getattr(model, "lora_base_model", None) or lora_base_path_of(peft_llm)
+    config.inference_mode = True
+    config.save_pretrained(str(folder))
+    save_file({k: v.detach().cpu().contiguous() for k, v in out.items()}, str(folder / "adapter_model.safetensors"),
+              metadata={"format": "pt"})
 
 
-def load_non_lora(model: nn.Module, folder: str | Path) -> list[str]:
-    """Copy `non_lora_trainables.safetensors` into the model (keys must exist with the same shapes)."""
-    from safetensors.torch import load_file
-
-    path = Path(folder) / NON_LORA_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {folder} the output folder of a LoRA run?")
-    loaded = load_file(str(path))
-    params = dict(model.named_parameters())
-    bad = [k for k, v in loaded.items() if k not in params or params[k].shape != v.shape]
-    if bad:
-        raise ValueError(f"{path}: {len(bad)} tensors do not fit the base model, e.g. {bad[:3]}")
-    with torch.no_grad():
-        for k, v in loaded.items():
-            params[k].copy_(v.to(params[k].dtype))
-    return sorted(loaded)
+def lora_base_path_of(peft_llm: nn.Module) -> str:
+    """The wrapped LLM's own folder (absolute) or hub id, when the run recorded no base."""
+    name = peft_llm.get_base_model().config.name_or_path
+    return str(Path(name).resolve()) if name and Path(name).exists() else name
 
 
 def merge_lora(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = torch.float32) -> Path:
-    """Base model (from the run's `run_config.yaml`) + adapter + non-LoRA trainables -> a plain model folder."""
+    """Base model (from the run's `run_config.yaml`) + the whole-model adapter, merged -> a plain model folder."""
     from peft import PeftModel
 
     from ..config import load_config
@@ -102,11 +147,9 @@ def merge_lora(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = to
     if not (run_dir / "adapter_config.json").is_file() or not cfg_file.is_file():
         raise FileNotFoundError(f"{run_dir} is not a LoRA run output (needs adapter_config.json and run_config.yaml)")
     cfg = load_config(cfg_file)
-    cfg.model.pretrained_adapter = None  # the trained mining/projector come from non_lora_trainables
+    cfg.model.pretrained_adapter = None  # the trained mining/projector are in the adapter (modules_to_save)
     model, processor = build_model_and_processor(cfg.model, dtype=dtype, corpus=cfg.data.train)
-    model.language_model = PeftModel.from_pretrained(model.language_model, str(run_dir))
-    load_non_lora(model, run_dir)
-    model.language_model = model.language_model.merge_and_unload()
+    model = PeftModel.from_pretrained(model, str(run_dir)).merge_and_unload()
     model.eval()
     out = Path(out_dir)
     model.save_pretrained(out)

@@ -180,10 +180,11 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
+    started = time.monotonic()
     from ..data.collate import DataCollator
     from ..data.dataset import LazySupervisedDataset
     from ..model.builder import build_model_and_processor, resolve_tiny
-    from .lora import apply_lora, qlora_load_kwargs
+    from .lora import apply_lora, lora_base_path, qlora_load_kwargs
     from .stages import PARTS, apply_stage, cast_frozen, format_report
     from .trainer import MiniGeminiTrainer
 
@@ -211,7 +212,7 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     if pack_length is not None:
         check_packing_support(model, spec.attn_implementation)
     if lora.enabled:
-        apply_lora(model, lora, gradient_checkpointing=t.gradient_checkpointing)
+        apply_lora(model, lora, gradient_checkpointing=t.gradient_checkpointing, base=lora_base_path(spec))
     report = apply_stage(model, t.stage, t.unfreeze, lora=lora.enabled)
     if frozen_dtype is not None:  # QLoRA: the LLM stays as peft prepared it (quantized, norms in fp32)
         quantized = lora.enabled and lora.bits in (4, 8)
@@ -260,7 +261,18 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         (Path(t.output_dir) / "skipped_samples.json").write_text(json.dumps(skipped, indent=2))
         print(skip_summary(skipped, Path(t.output_dir) / "skipped_samples.json"), flush=True)
     losses = {int(h["step"]): float(h["loss"]) for h in trainer.state.log_history if "loss" in h}
-    return TrainResult(Path(t.output_dir), losses, skipped, trainer.state.global_step, report, trainer)
+    result = TrainResult(Path(t.output_dir), losses, skipped, trainer.state.global_step, report, trainer)
+    if args.should_save:
+        print(run_summary(result, time.monotonic() - started, t.export, lora.enabled), flush=True)
+    return result
+
+
+def run_summary(result: TrainResult, seconds: float, exported: bool, lora: bool) -> str:
+    """The run's last line: steps, final loss, wall time and where the model went."""
+    loss = f"final loss {result.losses[max(result.losses)]:.4f}" if result.losses else "no loss logged"
+    where = (f"{'LoRA adapter' if lora else 'model'} written to {result.output_dir.resolve()}" if exported
+             else f"no export (training.export=false), checkpoints in {result.output_dir.resolve()}")
+    return f"training done: {result.global_step} steps, {loss}, {seconds:.1f} s wall, {where}"
 
 
 def skip_summary(skipped: dict[str, Any], where: Path, show: int = 10) -> str:

@@ -143,3 +143,16 @@ def test_template_end_of_turn_token_stops_generation():
     model.language_model.lm_head = biased
     result = generator.generate_detailed([prompt], None, options)[0]
     assert (result.text, result.completion_tokens, result.finish_reason) == ("", 1, "stop")
+
+
+def test_strip_stream_and_stream_result(generator, image_files):
+    from minigemini.infer.generate import strip_stream
+
+    assert list(strip_stream(iter([" ", " He", "llo ", " ", "world ", " "]))) == ["He", "llo", "  world"]
+    prompt = generator.question_prompt("<image>\nDescribe the picture.")
+    options = GenerationOptions(max_new_tokens=9)
+    stream = generator.stream(prompt, [image_files[0]], options)
+    assert stream.result is None
+    text = "".join(stream)
+    assert stream.result == generator.generate_detailed([prompt], [[image_files[0]]], options)[0]
+    assert text == stream.result.text
