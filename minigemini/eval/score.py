@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from minigemini.eval.answers import match_answers, read_answers
+from minigemini.eval.answer_files import AnswerFileError
+from minigemini.eval.answers import match_answers
 from minigemini.eval.benchmarks import BENCHMARKS, Benchmark, get_benchmark
 from minigemini.eval.benchmarks.base import split_groups
 from minigemini.eval.results import results_table, write_results
@@ -96,9 +97,14 @@ def score_predictions(benchmark: str, data_dir: str | Path, predictions: str | P
     `subset`, `limit`, `num_scored` of `num_total`; counts, missing/unknown/duplicate ids, files).
     """
     bench = get_benchmark(benchmark)(data_dir, **options)
-    answer_set = read_answers(predictions)
+    answer_set = bench.load_answers(predictions)
     all_ids = bench.question_ids()
     match = match_answers(all_ids, answer_set)
+    if answer_set.answers and not match.answers:
+        raise AnswerFileError(
+            f"{predictions}: none of its {len(answer_set.answers)} question ids (e.g. "
+            f"{match.unknown_ids[:3]}) is a {bench.name} question in {bench.data_dir}; read as: {answer_set.format}; "
+            f"other accepted formats: {'; '.join(bench.ANSWER_FORMATS) or 'none'}")
     scope = scoring_scope(bench, all_ids, set(match.answers), subset=subset, limit=limit)
     scored = set(scope.ids)
     missing_scored = [q for q in match.missing_ids if q in scored]
@@ -121,7 +127,7 @@ def score_predictions(benchmark: str, data_dir: str | Path, predictions: str | P
         results = dict(bench.score(match.answers, scope=None if scope.is_everything else scored))
     results["meta"] = {
         "benchmark": bench.name, "data_dir": str(bench.data_dir),
-        "predictions": str(Path(predictions).resolve()),
+        "predictions": str(Path(predictions).resolve()), "answers_format": answer_set.format,
         "options": {k: v for k, v in options.items() if k != "judge"},
         "judge": type(options["judge"]).__name__ if options.get("judge") is not None else None,
         "subset": subset, "limit": limit, "num_scored": len(scope.ids), "num_total": scope.num_total,
