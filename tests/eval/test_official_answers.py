@@ -58,7 +58,7 @@ def test_textvqa_loader_line_with_unknown_question_names_the_line(tmp_path):
 
 # ---- VQAv2: the EvalAI upload file ----------------------------------------------------------------
 
-def test_vqav2_submission_json(vqa_dir, tmp_path):
+def test_vqav2_submission_json(vqa_dir, tmp_path):  # noqa: F811 (fixture imported above)
     sub = write_json(tmp_path / "llava_vqav2_mscoco_test-dev2015.json",
                      [{"question_id": 420, "answer": "2"}, {"question_id": 421, "answer": "yes"},
                       {"question_id": 70, "answer": "red"}])
@@ -134,12 +134,12 @@ def check_mme(res: dict) -> None:
     assert res["meta"]["num_missing"] == 0
 
 
-def test_mme_llava_answers_jsonl(mme_dir, tmp_path):
+def test_mme_llava_answers_jsonl(mme_dir, tmp_path):  # noqa: F811 (fixture imported above)
     rows = [{"question_id": qid, "prompt": f"{q}\n{SHORT}", "text": a} for qid, q, a, _ in MME_ANSWERS]
     check_mme(score("mme", mme_dir, write_jsonl(tmp_path / "MGM-2B.jsonl", rows)))
 
 
-def test_mme_answer_txt_folder(mme_dir, tmp_path):
+def test_mme_answer_txt_folder(mme_dir, tmp_path):  # noqa: F811 (fixture imported above)
     folder = tmp_path / "eval_tool" / "answers" / "MGM-2B"
     folder.mkdir(parents=True)
     by_task: dict[str, list[str]] = {}
@@ -159,7 +159,7 @@ def test_mme_answer_txt_folder(mme_dir, tmp_path):
 
 # ---- ScienceQA: model_vqa_science answers and eval_science_qa result JSON ------------------------
 
-def test_scienceqa_official_files(sqa_dir, tmp_path):
+def test_scienceqa_official_files(sqa_dir, tmp_path):  # noqa: F811 (fixture imported above)
     texts = {"1": "B", "2": "A. cat", "3": "A", "4": "B"}  # 3 has no image (outside the IMG subset)
     rows = [{"question_id": pid, "prompt": ("<image>\n" if pid != "3" else "") + "Question", "text": t}
             for pid, t in texts.items()]
@@ -244,14 +244,14 @@ def test_mmmu_output_json(mmmu_dir, tmp_path):
 
 # ---- MathVista: model_math_vista JSONL and extract_answer.py output ---------------------------------
 
-def test_mathvista_mgm_jsonl(mv_dir, tmp_path):
+def test_mathvista_mgm_jsonl(mv_dir, tmp_path):  # noqa: F811 (fixture imported above)
     responses = {"1": "(B) 4", "2": "The answer is 7.", "3": "2.50", "4": "about 1.3", "5": "bleu", "6": "3"}
     rows = [{**p, "query": p["query"], "response": responses[pid]} for pid, p in PROBLEMS.items()]
     res = score("mathvista", mv_dir, write_jsonl(tmp_path / "merge.jsonl", rows))
     assert res["accuracy"] == pytest.approx(500 / 6)  # only 4 ("1.3" != "1.25") wrong
 
 
-def test_mathvista_extracted_json_uses_extraction(mv_dir, tmp_path):
+def test_mathvista_extracted_json_uses_extraction(mv_dir, tmp_path):  # noqa: F811 (fixture imported above)
     extraction = {"1": "B", "2": "7", "3": "2.50", "4": "1.3", "5": "red", "6": ""}
     doc = {pid: {**p, "response": "blue" if pid == "5" else "x", "extraction": extraction[pid]}
            for pid, p in PROBLEMS.items()}
@@ -263,7 +263,7 @@ def test_mathvista_extracted_json_uses_extraction(mv_dir, tmp_path):
 
 # ---- MM-Vet: model_vqa JSONL with integer ids and the official results JSON ----------------------
 
-def test_mmvet_official_files(mmvet_dir, tmp_path):
+def test_mmvet_official_files(mmvet_dir, tmp_path):  # noqa: F811 (fixture imported above)
     rows = [{"question_id": k, "prompt": "q", "text": t} for k, t in enumerate(["14", "cat", "Monet"])]
     res = score("mmvet", mmvet_dir, write_jsonl(tmp_path / "merge.jsonl", rows), out_dir=tmp_path / "o1")
     assert "status" in res and res["meta"]["num_missing"] == 0

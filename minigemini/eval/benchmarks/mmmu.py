@@ -12,8 +12,8 @@ Official files read, either layout:
 Prompt as MMMU's official LLaVA config (`configs/llava1.5.yaml`, used by Mini-Gemini):
 multiple choice `"{question}\\n\\n(A) ...\\n(B) ...\\n\\n\\nAnswer with the option's letter from
 the given choices directly."`, open `"{question}\\n\\nAnswer the question using a single word or
-phrase."`; `prompt_suffix` replaces both instructions. `image_mode="first"` (default, as MMMU's LLaVA runner) prepends one `<image>` for
-`image_1`; `image_mode="all"` (lmms-eval style) turns every `<image k>` reference into an
+phrase."`; `prompt_suffix` replaces both instructions. `image_mode="first"` (default, as MMMU's
+LLaVA runner) prepends one `<image>` for `image_1`; `image_mode="all"` (lmms-eval style) turns every `<image k>` reference into an
 `<image>` placeholder, with the images listed in reference order.
 
 Evaluator followed: MMMU `eval/eval_utils.py` (`parse_multi_choice_response`,
