@@ -9,12 +9,14 @@ Official files read, either layout:
 * a JSON layout: `validation.json` / `validation.jsonl` (option `json_file`) holding the same
   fields, with `image_k` a path relative to the data dir.
 
-Prompt as MMMU's official LLaVA config (`configs/llava1.5.yaml`, used by Mini-Gemini):
-multiple choice `"{question}\\n\\n(A) ...\\n(B) ...\\n\\n\\nAnswer with the option's letter from
-the given choices directly."`, open `"{question}\\n\\nAnswer the question using a single word or
-phrase."`; `prompt_suffix` replaces both instructions. `image_mode="first"` (default, as MMMU's
-LLaVA runner) prepends one `<image>` for `image_1`; `image_mode="all"` (lmms-eval style) turns every `<image k>` reference into an
-`<image>` placeholder, with the images listed in reference order.
+Prompt as MMMU's official LLaVA config (`configs/llava1.5.yaml`, used by Mini-Gemini) reads
+after YAML parsing (its blank lines fold to one newline): multiple choice
+`"{question}\\n(A) ...\\n(B) ...\\n\\nAnswer with the option's letter from the given choices
+directly."` (each option line ends with a newline), open `"{question}\\nAnswer the question
+using a single word or phrase."`; `prompt_suffix` replaces both instructions.
+`image_mode="first"` (default, as MMMU's LLaVA runner) prepends one `<image>` for `image_1`;
+`image_mode="all"` (lmms-eval style) turns every `<image k>` reference into an `<image>`
+placeholder, with the images listed in reference order.
 
 Evaluator followed: MMMU `eval/eval_utils.py` (`parse_multi_choice_response`,
 `parse_open_response`, `eval_multi_choice`, `eval_open`; see `minigemini.eval.mmmu_parse`),
@@ -121,10 +123,10 @@ class MMMU(Benchmark):
         if row["question_type"] == "multiple-choice":
             listing = "".join(f"({chr(65 + i)}) {opt}\n" for i, opt in enumerate(row["options"]))
             suffix = self.prompt_suffix if self.suffix_given else MC_LETTER_PROMPT
-            text = f"{question}\n\n{listing}\n\n{suffix}" if suffix else f"{question}\n\n{listing}"
+            text = f"{question}\n{listing}\n{suffix}" if suffix else f"{question}\n{listing}".rstrip("\n")
         else:
             suffix = self.prompt_suffix if self.suffix_given else SHORT_ANSWER_PROMPT
-            text = f"{question}\n\n{suffix}" if suffix else question
+            text = f"{question}\n{suffix}" if suffix else question
         if self.options["image_mode"] == "all":
             refs = [int(k) for k in _IMAGE_REF.findall(text)]
             return _IMAGE_REF.sub(IMAGE_TOKEN, text), refs
