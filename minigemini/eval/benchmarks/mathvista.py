@@ -9,8 +9,9 @@ Official files read, either layout:
 * the Hugging Face release `AI4Math/MathVista`: `data/testmini-*.parquet` (same fields plus
   `decoded_image` bytes, written once into the image cache dir).
 
-Prompt: `<image>\\n` + the official `query` field (hint + question + choices), rebuilt the
-zero-shot way of `evaluation/build_query.py` when absent.
+Prompt: `<image>\\n` + the zero-shot query (hint + question + choices) rebuilt as MGM's
+`model_math_vista.py` (`create_one_query`, = MathVista's `build_query.py` zero-shot) does, which
+ignores the data's `query` field; option `query="data"` uses that field instead (when present).
 
 Evaluator followed: MathVista `evaluation/extract_answer.py` + `calculate_score.py`. The rule
 steps of `extract_answer` run first (response equal to a choice, int()/float() of the whole
@@ -139,7 +140,7 @@ class MathVista(Benchmark):
     name = "mathvista"
     LAYOUT = ("  testmini.json (or data/testmini.json) + images/<pid>.jpg, or\n"
               "  data/testmini-*.parquet   (Hugging Face AI4Math/MathVista)")
-    OPTIONS = {"split": "testmini", "judge": None, "image_cache_dir": None}
+    OPTIONS = {"split": "testmini", "judge": None, "image_cache_dir": None, "query": "mgm"}
     default_max_new_tokens = 512
     ANSWER_FORMATS = (MGM_FORMAT, EXTRACTED_FORMAT)
 
@@ -198,6 +199,11 @@ class MathVista(Benchmark):
                                                    for i, c in enumerate(p["choices"])]))
         return "\n".join(parts)
 
+    def _query(self, p: dict[str, Any]) -> str:
+        if self.options["query"] not in ("mgm", "data"):
+            raise ValueError(f"mathvista: option query must be 'mgm' or 'data', got {self.options['query']!r}")
+        return (self.options["query"] == "data" and p.get("query")) or self.build_query(p)
+
     def items(self) -> list[EvalItem]:
         out, cache = [], None
         for p in self._problems():
@@ -209,7 +215,7 @@ class MathVista(Benchmark):
                     path.write_bytes(img["bytes"])
             else:
                 path = self.data_dir / str(p.get("image") or f"images/{p['pid']}.jpg")
-            query = p.get("query") or self.build_query(p)
+            query = self._query(p)
             out.append(EvalItem(question_id=p["pid"], prompt=f"{IMAGE_TOKEN}\n{self.ask(query)}",
                                 image_paths=[str(path)],
                                 meta={"question_type": p["question_type"],
@@ -237,7 +243,7 @@ class MathVista(Benchmark):
         extra = self.answer_extras.get(str(p["pid"]), {})
         if "extraction" in extra:  # extract_answer.py already ran: calculate_score.py alone
             return normalize_extracted_answer(extra["extraction"], p) == str(p["answer"])
-        query = p.get("query") or self.build_query(p)
+        query = self._query(p)
         if judge is not None and not isinstance(judge, AnswerExtractor):
             return judge_score(judge, query, str(p["answer"]), response) >= 0.5
         extraction = quick_extract(response, p)
