@@ -172,7 +172,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--benchmark", required=True,
                         help=f"benchmark name: {', '.join(sorted(BENCHMARKS))}")
     parser.add_argument("--data-dir", required=True, help="folder with the official files")
-    parser.add_argument("--predictions", required=True, help="answers JSONL file")
+    parser.add_argument("--predictions", required=True,
+                        help="answers file: the answers JSONL or an official MGM/LLaVA answer file (auto-detected)")
     parser.add_argument("--out", default=None,
                         help="write results.json, results.md and submission files here")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",

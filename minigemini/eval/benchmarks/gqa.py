@@ -46,7 +46,7 @@ class GQA(Benchmark):
     LAYOUT = ("  testdev_balanced_questions.json   (or data/testdev_balanced_questions.json)\n"
               "  images/<imageId>.jpg              (or data/images/)")
     OPTIONS = {"question_file": "testdev_balanced_questions.json", "image_dir": None}
-    default_max_new_tokens = 16
+    default_max_new_tokens = 128  # as MGM/LLaVA model_vqa_loader.py
     DEFAULT_PROMPT_SUFFIX = SHORT_ANSWER_PROMPT
     ANSWER_FORMATS = (PREDICTIONS_FORMAT,)
 

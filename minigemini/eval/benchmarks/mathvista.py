@@ -141,7 +141,7 @@ class MathVista(Benchmark):
     LAYOUT = ("  testmini.json (or data/testmini.json) + images/<pid>.jpg, or\n"
               "  data/testmini-*.parquet   (Hugging Face AI4Math/MathVista)")
     OPTIONS = {"split": "testmini", "judge": None, "image_cache_dir": None, "query": "mgm"}
-    default_max_new_tokens = 512
+    default_max_new_tokens = 1024  # as MGM model_math_vista.py
     ANSWER_FORMATS = (MGM_FORMAT, EXTRACTED_FORMAT)
 
     def _problems(self) -> list[dict[str, Any]]:

@@ -97,7 +97,7 @@ class MMBench(Benchmark):
               "      columns: index, question, hint, A, B, C, D, answer, category, l2-category,"
               " image (base64)")
     OPTIONS = {"tsv": None, "lang": None, "image_cache_dir": None}
-    default_max_new_tokens = 16
+    default_max_new_tokens = 1024  # as MGM model_vqa_mmbench.py / model_vqa_science.py
     DEFAULT_PROMPT_SUFFIX = MC_LETTER_PROMPT
     ANSWER_FORMATS = (UPLOAD_FORMAT,)
 

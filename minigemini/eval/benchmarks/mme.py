@@ -89,7 +89,7 @@ class MME(Benchmark):
               "    <subtask>/<img> + <subtask>/<stem>.txt   (each txt: 2 lines 'question\\tyes|no')\n"
               f"  subtasks: {', '.join(PERCEPTION + COGNITION)}")
     OPTIONS = {"prompt_style": "llava"}
-    default_max_new_tokens = 16
+    default_max_new_tokens = 128  # as MGM/LLaVA model_vqa_loader.py
     DEFAULT_PROMPT_SUFFIX = SHORT_ANSWER_PROMPT
     ANSWER_FORMATS = (LOADER_FORMAT, TXT_FORMAT)
 

@@ -91,7 +91,7 @@ class MMMU(Benchmark):
               "  validation.json | validation.jsonl  (same fields; image_k = relative path)")
     OPTIONS = {"split": "validation", "json_file": None, "image_mode": "first",
                "random_fallback": True, "image_cache_dir": None}
-    default_max_new_tokens = 128
+    default_max_new_tokens = 128  # as MGM MMMU run_llava.py (model_utils.py)
     ANSWER_FORMATS = (MGM_FORMAT, OUTPUT_FORMAT)
 
     def _rows(self) -> list[dict[str, Any]]:

@@ -46,7 +46,7 @@ class MMVet(Benchmark):
     name = "mmvet"
     LAYOUT = "  mm-vet.json\n  images/<imagename>  (e.g. images/v1_0.png)"
     OPTIONS = {"judge": None, "image_dir": "images"}
-    default_max_new_tokens = 1024
+    default_max_new_tokens = 1024  # as MGM model_vqa.py
     ANSWER_FORMATS = (MODEL_VQA_FORMAT, RESULTS_FORMAT)
 
     def _samples(self) -> dict[str, dict[str, Any]]:

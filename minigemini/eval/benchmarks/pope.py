@@ -67,7 +67,7 @@ class POPE(Benchmark):
               "  val2014/<image>")
     OPTIONS = {"question_file": "llava_pope_test.jsonl", "image_dir": "val2014",
                "splits": SPLITS}
-    default_max_new_tokens = 16
+    default_max_new_tokens = 128  # as MGM/LLaVA model_vqa_loader.py
     DEFAULT_PROMPT_SUFFIX = SHORT_ANSWER_PROMPT
     ANSWER_FORMATS = (LOADER_FORMAT,)
 

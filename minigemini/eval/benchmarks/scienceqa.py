@@ -65,7 +65,7 @@ class ScienceQA(Benchmark):
               "  images/test/<pid>/image.png")
     OPTIONS = {"split": "test", "image_only": True, "image_dir": "images/test",
                "llava_file": "llava_test_CQM-A.json"}
-    default_max_new_tokens = 16
+    default_max_new_tokens = 1024  # as MGM model_vqa_mmbench.py / model_vqa_science.py
     DEFAULT_PROMPT_SUFFIX = MC_LETTER_PROMPT
     ANSWER_FORMATS = (RESULT_FORMAT,)
 

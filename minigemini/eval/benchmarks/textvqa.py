@@ -65,7 +65,7 @@ class TextVQA(Benchmark):
               "  train_images/<image_id>.jpg")
     OPTIONS = {"ocr": True, "question_file": "llava_textvqa_val_v051_ocr.jsonl",
                "annotation_file": "TextVQA_0.5.1_val.json", "image_dir": "train_images"}
-    default_max_new_tokens = 16
+    default_max_new_tokens = 128  # as MGM/LLaVA model_vqa_loader.py
     DEFAULT_PROMPT_SUFFIX = SHORT_ANSWER_PROMPT
     ANSWER_FORMATS = (LOADER_FORMAT,)
 

@@ -45,7 +45,7 @@ class VQAv2(Benchmark):
     OPTIONS = {"question_file": "v2_OpenEnded_mscoco_val2014_questions.json",
                "annotation_file": "v2_mscoco_val2014_annotations.json",
                "image_dir": "val2014", "image_prefix": "COCO_val2014_"}
-    default_max_new_tokens = 16
+    default_max_new_tokens = 128  # as MGM/LLaVA model_vqa_loader.py
     DEFAULT_PROMPT_SUFFIX = SHORT_ANSWER_PROMPT
     ANSWER_FORMATS = (SUBMISSION_FORMAT,)
 
