@@ -113,7 +113,9 @@ def build_answer_set(raw: RawAnswers, pairs: Iterable[tuple[int, Any, Any]], fmt
 
 
 def native_answer_set(raw: RawAnswers) -> AnswerSet | None:
-    """The minigemini / LLaVA answers JSONL (`question_id` + `text` per line), or None."""
+    """The minigemini / LLaVA answers JSONL (`question_id` + `text` per line; an empty file has no answers), or None."""
+    if raw.kind == "jsonl" and not raw.rows:
+        return build_answer_set(raw, [], NATIVE_FORMAT)
     if raw.kind != "jsonl" or not raw.has_keys("question_id", "text"):
         return None
     return build_answer_set(raw, ((n, r["question_id"], r["text"]) for n, r in raw.rows), NATIVE_FORMAT)

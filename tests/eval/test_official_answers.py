@@ -287,6 +287,13 @@ def test_unrecognised_file_names_the_formats(tmp_path):
         score("textvqa", root, garbage)
 
 
+def test_empty_answers_file_scores_every_question_as_missing(tmp_path):
+    root = make_textvqa(tmp_path)
+    (tmp_path / "empty.jsonl").write_text("")
+    res = score("textvqa", root, tmp_path / "empty.jsonl")
+    assert res["accuracy"] == 0.0 and res["meta"]["num_missing"] == 4  # listed, not silent
+
+
 def test_ids_from_another_benchmark_are_an_error_not_zero(tmp_path):
     root = make_textvqa(tmp_path)
     other = write_jsonl(tmp_path / "gqa.jsonl", [{"question_id": "20240001", "text": "yes"}])
