@@ -89,8 +89,8 @@ def read_raw_answers(path: str | Path) -> RawAnswers:
         return _read_jsonl(path, raw)
     if isinstance(doc, list):
         return RawAnswers(path=path, kind="json", rows=[(0, r) for r in doc], document=doc)
-    if isinstance(doc, dict) and "question_id" in doc:  # a JSONL file with a single line
-        return RawAnswers(path=path, kind="jsonl", rows=[(1, doc)])
+    if isinstance(doc, dict) and any(k in doc for k in ("question_id", "pid", "id")) and raw.strip().count("\n") == 0:
+        return RawAnswers(path=path, kind="jsonl", rows=[(1, doc)])  # a JSONL file with a single line
     return RawAnswers(path=path, kind="json", document=doc)
 
 

@@ -4,8 +4,9 @@ Each test writes a small file in the official format (field names and layout typ
 dvlab-research/MGM @ 769820cb and haotian-liu/LLaVA: model_vqa_loader.py, convert_*_for_*.py,
 eval_science_qa.py, MMMU run_llava.py, model_math_vista.py / extract_answer.py) and checks the
 score against a hand computation of the upstream rule (comments give the arithmetic). The
-TextVQA (80.00 %) and MMMU (acc 0.5) numbers were also obtained by running MGM's own
-`eval_textvqa.py` and `MMMU/eval/eval.py` on the same files (outside the project).
+TextVQA (80.00 %), MMMU (acc 0.5), POPE (acc 0.5, F1 2/3 per split) and ScienceQA (IMG 66.67 %)
+numbers were also obtained by running MGM's own `eval_textvqa.py`, `MMMU/eval/eval.py`,
+`eval_pope.py` and `eval_science_qa.py` on the same files (outside the project).
 """
 
 from __future__ import annotations
@@ -249,6 +250,12 @@ def test_mathvista_mgm_jsonl(mv_dir, tmp_path):  # noqa: F811 (fixture imported 
     rows = [{**p, "query": p["query"], "response": responses[pid]} for pid, p in PROBLEMS.items()]
     res = score("mathvista", mv_dir, write_jsonl(tmp_path / "merge.jsonl", rows))
     assert res["accuracy"] == pytest.approx(500 / 6)  # only 4 ("1.3" != "1.25") wrong
+
+
+def test_mathvista_single_line_jsonl(mv_dir, tmp_path):
+    path = write_jsonl(tmp_path / "one.jsonl", [{**PROBLEMS["2"], "response": "7"}])
+    res = score("mathvista", mv_dir, path, subset="answered")
+    assert res["accuracy"] == 100.0 and res["meta"]["answers_format"].startswith("MGM model_math_vista")
 
 
 def test_mathvista_extracted_json_uses_extraction(mv_dir, tmp_path):  # noqa: F811 (fixture imported above)
