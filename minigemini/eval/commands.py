@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "written (default <out>/predictions.jsonl)")
     p.add_argument("--prompt-suffix", default=None, metavar="TEXT",
                    help="instruction put on its own line after each question (default: the benchmark's, as in "
-                        "MGM's eval scripts, e.g. 'Answer the question using a single word or phrase.'; '' for none)")
+                        "MGM's eval scripts, e.g. 'Answer the question using a single word or phrase.'; '' for none; "
+                        "\\n is a line break)")
     p.add_argument("--metric", default=None, choices=("exact_match", "vqa_accuracy", "anls", "multiple_choice"),
                    help="--benchmark custom only: how answers are scored (default exact_match)")
     p.add_argument("--limit", type=int, default=None,

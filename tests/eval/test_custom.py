@@ -127,6 +127,9 @@ def test_bad_data_reported_before_the_model_loads(tmp_path, monkeypatch, capsys)
     assert "data.jsonl:2: no answer" in capsys.readouterr().err
     assert main(["eval", "--model", "m", "--benchmark", "pope", "--data-dir", str(tmp_path), "--metric", "anls"]) == 2
     assert "--metric applies to --benchmark custom only" in capsys.readouterr().err
+    assert main(["eval", "--predictions", str(path), "--benchmark", "custom", "--data-dir", str(path),
+                 "--option", "colour=red"]) == 2  # an unknown option: one line, no traceback
+    assert "custom: unknown option(s) ['colour']" in capsys.readouterr().err
 
 
 @pytest.fixture()

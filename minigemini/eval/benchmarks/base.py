@@ -52,6 +52,10 @@ class BenchmarkDataError(FileNotFoundError):
     """An official benchmark file is missing or malformed."""
 
 
+class UnknownOptionError(TypeError, ValueError):
+    """A benchmark option that does not exist (a ValueError too, so the CLI prints it in one line)."""
+
+
 @dataclass
 class EvalItem:
     """One question to put to the model."""
@@ -76,7 +80,7 @@ class Benchmark:
         unknown = sorted(set(options) - set(self.OPTIONS))
         if unknown:
             valid = ", ".join(sorted([*self.OPTIONS, "prompt_suffix"]))
-            raise TypeError(f"{self.name}: unknown option(s) {unknown}; valid options: {valid}")
+            raise UnknownOptionError(f"{self.name}: unknown option(s) {unknown}; valid options: {valid}")
         self.prompt_suffix = self.DEFAULT_PROMPT_SUFFIX if prompt_suffix is None else str(prompt_suffix)
         self.suffix_given = prompt_suffix is not None  # for benchmarks with several default instructions
         self.data_dir = Path(data_dir).expanduser().resolve()
