@@ -22,8 +22,8 @@ an unknown option raises `TypeError` naming the valid ones. Every benchmark also
 (default `DEFAULT_PROMPT_SUFFIX`, the one MGM's / LLaVA's eval scripts use; "" for none).
 
 `load_answers(path)` reads an answers file: the native JSONL or any official format the
-benchmark lists in `ANSWER_FORMATS` (auto-detected; see `minigemini.eval.answer_files`). All accuracy-like metrics are
-percentages in [0, 100] (MME scores use MME's own scale).
+benchmark lists in `ANSWER_FORMATS` (auto-detected; see `minigemini.eval.answer_files`).
+All accuracy-like metrics are percentages in [0, 100] (MME scores use MME's own scale).
 """
 
 from __future__ import annotations

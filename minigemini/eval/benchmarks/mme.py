@@ -172,8 +172,7 @@ class MME(Benchmark):
                     raise AnswerFileError(f"{path}:{lineno}: no MME question {fields[1]!r} for {fields[0]} in "
                                           f"{self.data_dir}")
                 pairs.append((lineno, keyed[key], fields[3]))
-        answers = build_answer_set(raw, pairs, TXT_FORMAT)
-        return answers
+        return build_answer_set(raw, pairs, TXT_FORMAT)
 
     def items(self) -> list[EvalItem]:
         return [EvalItem(question_id=r["question_id"], prompt=self._prompt(r["question"]),
