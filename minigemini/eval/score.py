@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from minigemini.eval.answer_files import AnswerFileError
-from minigemini.eval.answers import match_answers
+from minigemini.eval.answers import AnswerMatch, AnswerSet, match_answers
 from minigemini.eval.benchmarks import BENCHMARKS, Benchmark, get_benchmark
 from minigemini.eval.benchmarks.base import split_groups
 from minigemini.eval.results import results_table, write_results
@@ -86,6 +86,15 @@ def _scope_note(scope: ScoringScope, subset: str, limit: int | None, num_answere
     return note
 
 
+def check_ids_match(bench: Benchmark, predictions: str | Path, answer_set: AnswerSet, match: AnswerMatch) -> None:
+    """A file none of whose ids is a question of the benchmark is an error, not a score of 0."""
+    if answer_set.answers and not match.answers:
+        raise AnswerFileError(
+            f"{predictions}: none of its {len(answer_set.answers)} question ids (e.g. "
+            f"{match.unknown_ids[:3]}) is a {bench.name} question in {bench.data_dir}; read as: {answer_set.format}; "
+            f"other accepted formats: {'; '.join(bench.ANSWER_FORMATS) or 'none'}")
+
+
 def score_predictions(benchmark: str, data_dir: str | Path, predictions: str | Path,
                       out_dir: str | Path | None = None, subset: str = "all", limit: int | None = None,
                       **options: Any) -> dict[str, Any]:
@@ -100,11 +109,7 @@ def score_predictions(benchmark: str, data_dir: str | Path, predictions: str | P
     answer_set = bench.load_answers(predictions)
     all_ids = bench.question_ids()
     match = match_answers(all_ids, answer_set)
-    if answer_set.answers and not match.answers:
-        raise AnswerFileError(
-            f"{predictions}: none of its {len(answer_set.answers)} question ids (e.g. "
-            f"{match.unknown_ids[:3]}) is a {bench.name} question in {bench.data_dir}; read as: {answer_set.format}; "
-            f"other accepted formats: {'; '.join(bench.ANSWER_FORMATS) or 'none'}")
+    check_ids_match(bench, predictions, answer_set, match)
     scope = scoring_scope(bench, all_ids, set(match.answers), subset=subset, limit=limit)
     scored = set(scope.ids)
     missing_scored = [q for q in match.missing_ids if q in scored]
