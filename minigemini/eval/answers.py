@@ -28,6 +28,8 @@ class AnswerSet:
     conflicting_duplicate_ids: list[str] = field(default_factory=list)
     num_lines: int = 0
     truncated_last_line: bool = False
+    format: str = "answers JSONL"  # which accepted file format it was read as
+    extras: dict[str, dict[str, Any]] = field(default_factory=dict)  # per id: fields a scorer may use
 
 
 @dataclass

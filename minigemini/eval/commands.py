@@ -16,14 +16,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "file given by --predictions. Writes results.json and results.md into --out and prints the "
                     "table.")
     p.add_argument("--model", default=None, help="minigemini model folder (omit to only score --predictions)")
-    p.add_argument("--benchmark", required=True, help="benchmark name, e.g. pope, textvqa, vqav2, gqa, mme, mmbench")
-    p.add_argument("--data-dir", required=True, help="folder holding the benchmark's official files")
+    p.add_argument("--benchmark", required=True,
+                   help="benchmark name: textvqa, vqav2, gqa, pope, mme, mmbench, scienceqa, mmmu, mathvista, mmvet, "
+                        "or custom (your own JSONL/CSV)")
+    p.add_argument("--data-dir", required=True,
+                   help="folder holding the benchmark's official files (custom: the .jsonl/.csv file)")
     p.add_argument("--out", default=None,
                    help="output folder (default: eval_results/<model folder name>/<benchmark>, or the folder of "
                         "--predictions when only scoring)")
     p.add_argument("--predictions", default=None,
-                   help="answers JSONL: scored as is without --model; with --model, where answers are written "
-                        "(default <out>/predictions.jsonl)")
+                   help="answers file: scored as is without --model (the answers JSONL, or an answer file the "
+                        "official MGM/LLaVA eval scripts write, auto-detected); with --model, where answers are "
+                        "written (default <out>/predictions.jsonl)")
+    p.add_argument("--prompt-suffix", default=None, metavar="TEXT",
+                   help="instruction put on its own line after each question (default: the benchmark's, as in "
+                        "MGM's eval scripts, e.g. 'Answer the question using a single word or phrase.'; '' for none; "
+                        "\\n is a line break)")
+    p.add_argument("--metric", default=None, choices=("exact_match", "vqa_accuracy", "anls", "multiple_choice"),
+                   help="--benchmark custom only: how answers are scored (default exact_match)")
     p.add_argument("--limit", type=int, default=None,
                    help="answer and score only the first N questions (smoke runs): the score covers those N")
     p.add_argument("--subset", choices=("all", "answered"), default=None,
@@ -40,10 +50,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def benchmark_options(args: argparse.Namespace, options: dict) -> dict:
+    """`--option` values plus `--prompt-suffix` and `--metric` (the latter for the custom benchmark only)."""
+    if args.prompt_suffix is not None:
+        options["prompt_suffix"] = args.prompt_suffix.replace("\\n", "\n")
+    if args.metric is not None:
+        if args.benchmark.strip().lower() != "custom":
+            raise ValueError("--metric applies to --benchmark custom only (the other benchmarks use their official "
+                             "scoring)")
+        options["metric"] = args.metric
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
     """Run `minigemini eval` from parsed arguments."""
     import logging
 
+    from minigemini.eval.benchmarks import get_benchmark
     from minigemini.eval.results import results_table
     from minigemini.eval.runner import evaluate
     from minigemini.eval.score import parse_options
@@ -51,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.model is None and args.predictions is None:
         raise SystemExit("minigemini eval: give --model (to generate answers) or --predictions (to score a file)")
-    options = parse_options(args.option)
+    options = benchmark_options(args, parse_options(args.option))
+    get_benchmark(args.benchmark)(args.data_dir, **options).check()  # bad data: reported before the model loads
     generator, model_id = None, None
     if args.model is not None:
         from minigemini.infer.generate import Generator

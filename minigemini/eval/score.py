@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from minigemini.eval.answers import match_answers, read_answers
+from minigemini.eval.answer_files import AnswerFileError
+from minigemini.eval.answers import AnswerMatch, AnswerSet, match_answers
 from minigemini.eval.benchmarks import BENCHMARKS, Benchmark, get_benchmark
 from minigemini.eval.benchmarks.base import split_groups
 from minigemini.eval.results import results_table, write_results
@@ -85,6 +86,15 @@ def _scope_note(scope: ScoringScope, subset: str, limit: int | None, num_answere
     return note
 
 
+def check_ids_match(bench: Benchmark, predictions: str | Path, answer_set: AnswerSet, match: AnswerMatch) -> None:
+    """A file none of whose ids is a question of the benchmark is an error, not a score of 0."""
+    if answer_set.answers and not match.answers:
+        raise AnswerFileError(
+            f"{predictions}: none of its {len(answer_set.answers)} question ids (e.g. "
+            f"{match.unknown_ids[:3]}) is a {bench.name} question in {bench.data_dir}; read as: {answer_set.format}; "
+            f"other accepted formats: {'; '.join(bench.ANSWER_FORMATS) or 'none'}")
+
+
 def score_predictions(benchmark: str, data_dir: str | Path, predictions: str | Path,
                       out_dir: str | Path | None = None, subset: str = "all", limit: int | None = None,
                       **options: Any) -> dict[str, Any]:
@@ -96,9 +106,10 @@ def score_predictions(benchmark: str, data_dir: str | Path, predictions: str | P
     `subset`, `limit`, `num_scored` of `num_total`; counts, missing/unknown/duplicate ids, files).
     """
     bench = get_benchmark(benchmark)(data_dir, **options)
-    answer_set = read_answers(predictions)
+    answer_set = bench.load_answers(predictions)
     all_ids = bench.question_ids()
     match = match_answers(all_ids, answer_set)
+    check_ids_match(bench, predictions, answer_set, match)
     scope = scoring_scope(bench, all_ids, set(match.answers), subset=subset, limit=limit)
     scored = set(scope.ids)
     missing_scored = [q for q in match.missing_ids if q in scored]
@@ -121,7 +132,7 @@ def score_predictions(benchmark: str, data_dir: str | Path, predictions: str | P
         results = dict(bench.score(match.answers, scope=None if scope.is_everything else scored))
     results["meta"] = {
         "benchmark": bench.name, "data_dir": str(bench.data_dir),
-        "predictions": str(Path(predictions).resolve()),
+        "predictions": str(Path(predictions).resolve()), "answers_format": answer_set.format,
         "options": {k: v for k, v in options.items() if k != "judge"},
         "judge": type(options["judge"]).__name__ if options.get("judge") is not None else None,
         "subset": subset, "limit": limit, "num_scored": len(scope.ids), "num_total": scope.num_total,
@@ -166,7 +177,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--benchmark", required=True,
                         help=f"benchmark name: {', '.join(sorted(BENCHMARKS))}")
     parser.add_argument("--data-dir", required=True, help="folder with the official files")
-    parser.add_argument("--predictions", required=True, help="answers JSONL file")
+    parser.add_argument("--predictions", required=True,
+                        help="answers file: the answers JSONL or an official MGM/LLaVA answer file (auto-detected)")
     parser.add_argument("--out", default=None,
                         help="write results.json, results.md and submission files here")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",

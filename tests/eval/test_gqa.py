@@ -7,7 +7,8 @@ from minigemini.eval.benchmarks.gqa import GQA, gqa_normalize
 
 def test_normalize():
     assert gqa_normalize("Yes.") == "yes"
-    assert gqa_normalize(" Laptop \n") == "laptop"
+    assert gqa_normalize("Laptop..") == "laptop"
+    assert gqa_normalize(" Laptop") == " laptop"  # whitespace kept, as convert_gqa_for_eval.py
     assert gqa_normalize("the left") == "the left"  # no article stripping in GQA
 
 

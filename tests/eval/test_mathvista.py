@@ -58,7 +58,8 @@ def test_extraction_and_normalisation():
 def test_items(mv_dir):
     items = MathVista(mv_dir).items()
     assert [it.question_id for it in items] == ["1", "2", "3", "4", "5", "6"]
-    assert items[0].prompt == "<image>\nHint: ...\nQuestion 1?"
+    assert items[0].prompt == "<image>\n" + MathVista.build_query(PROBLEMS["1"])  # as MGM's create_one_query
+    assert MathVista(mv_dir, query="data").items()[0].prompt == "<image>\nHint: ...\nQuestion 1?"
     assert items[0].image_paths == [str(mv_dir / "images/1.jpg")]
 
 

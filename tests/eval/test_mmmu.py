@@ -70,12 +70,13 @@ def mmmu_json(tmp_path):
 
 def test_items_prompt_modes(mmmu_json):
     items = MMMU(mmmu_json).items()
-    assert items[0].prompt == ("<image>\nWhat is 2+2? <image 1>\n\n(A) 3\n(B) 4\n(C) 5\n(D) 6\n\n\n"
+    # MGM's mgm/eval/MMMU/eval/configs/llava1.5.yaml after yaml.safe_load: "{}\n{}\nAnswer with ..."
+    assert items[0].prompt == ("<image>\nWhat is 2+2? <image 1>\n(A) 3\n(B) 4\n(C) 5\n(D) 6\n\n"
                                + INSTR_MC)
     assert items[0].image_paths == [str(mmmu_json / "images/x.png")]
-    assert items[1].prompt == "<image>\nQ?\n\nAnswer the question using a single word or phrase."
+    assert items[1].prompt == "<image>\nQ?\nAnswer the question using a single word or phrase."
     lmms = MMMU(mmmu_json, image_mode="all").items()
-    assert lmms[0].prompt.startswith("What is 2+2? <image>\n\n(A) 3")
+    assert lmms[0].prompt.startswith("What is 2+2? <image>\n(A) 3")
     assert lmms[0].image_paths == [str(mmmu_json / "images/x.png")]
     assert lmms[1].image_paths == []  # no <image k> reference in that question
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from minigemini.eval.benchmarks.base import (Benchmark, BenchmarkDataError, EvalItem,
                                              IMAGE_TOKEN, MC_LETTER_PROMPT, SHORT_ANSWER_PROMPT)
+from minigemini.eval.benchmarks.custom import Custom
 from minigemini.eval.benchmarks.gqa import GQA
 from minigemini.eval.benchmarks.mathvista import MathVista
 from minigemini.eval.benchmarks.mmbench import MMBench
@@ -17,7 +18,7 @@ from minigemini.eval.benchmarks.vqav2 import VQAv2
 
 BENCHMARKS: dict[str, type[Benchmark]] = {
     cls.name: cls
-    for cls in (TextVQA, VQAv2, GQA, POPE, MME, MMBench, ScienceQA, MMMU, MathVista, MMVet)
+    for cls in (TextVQA, VQAv2, GQA, POPE, MME, MMBench, ScienceQA, MMMU, MathVista, MMVet, Custom)
 }
 _ALIASES = {"sqa": "scienceqa", "scienceqa_img": "scienceqa", "mm-vet": "mmvet",
             "mm_vet": "mmvet", "vqa_v2": "vqav2", "mmbench_en": "mmbench"}

@@ -17,8 +17,13 @@ A `Benchmark` reads a benchmark's *officially released* files from `data_dir` an
 * `write_submission(answers, out_dir)`: optional official-submission files.
 
 Options are keyword arguments declared in the subclass' `OPTIONS` mapping (name -> default);
-an unknown option raises `TypeError` naming the valid ones. All accuracy-like metrics are
-percentages in [0, 100] (MME scores use MME's own scale).
+an unknown option raises `TypeError` naming the valid ones. Every benchmark also takes
+`prompt_suffix`: the answer-format instruction put on its own line after each question
+(default `DEFAULT_PROMPT_SUFFIX`, the one MGM's / LLaVA's eval scripts use; "" for none).
+
+`load_answers(path)` reads an answers file: the native JSONL or any official format the
+benchmark lists in `ANSWER_FORMATS` (auto-detected; see `minigemini.eval.answer_files`).
+All accuracy-like metrics are percentages in [0, 100] (MME scores use MME's own scale).
 """
 
 from __future__ import annotations
@@ -27,7 +32,12 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Collection
+from typing import TYPE_CHECKING, Any, ClassVar, Collection
+
+from minigemini.eval.answer_files import RawAnswers, native_answer_set, read_raw_answers, unrecognised
+
+if TYPE_CHECKING:
+    from minigemini.eval.answers import AnswerSet
 
 IMAGE_TOKEN = "<image>"
 SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
@@ -40,6 +50,10 @@ Scope = Collection[Any] | None  # question ids to score; None = all
 
 class BenchmarkDataError(FileNotFoundError):
     """An official benchmark file is missing or malformed."""
+
+
+class UnknownOptionError(TypeError, ValueError):
+    """A benchmark option that does not exist (a ValueError too, so the CLI prints it in one line)."""
 
 
 @dataclass
@@ -59,14 +73,19 @@ class Benchmark:
     LAYOUT: ClassVar[str] = ""  # human-readable description of the expected data_dir layout
     OPTIONS: ClassVar[dict[str, Any]] = {}
     default_max_new_tokens: ClassVar[int] = 128
+    DEFAULT_PROMPT_SUFFIX: ClassVar[str] = ""  # as in the official eval scripts
+    ANSWER_FORMATS: ClassVar[tuple[str, ...]] = ()  # official answer files accepted besides the native JSONL
 
-    def __init__(self, data_dir: str | Path, **options: Any) -> None:
+    def __init__(self, data_dir: str | Path, prompt_suffix: str | None = None, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.OPTIONS))
         if unknown:
-            valid = ", ".join(sorted(self.OPTIONS)) or "(none)"
-            raise TypeError(f"{self.name}: unknown option(s) {unknown}; valid options: {valid}")
+            valid = ", ".join(sorted([*self.OPTIONS, "prompt_suffix"]))
+            raise UnknownOptionError(f"{self.name}: unknown option(s) {unknown}; valid options: {valid}")
+        self.prompt_suffix = self.DEFAULT_PROMPT_SUFFIX if prompt_suffix is None else str(prompt_suffix)
+        self.suffix_given = prompt_suffix is not None  # for benchmarks with several default instructions
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.options: dict[str, Any] = {**self.OPTIONS, **options}
+        self.answer_extras: dict[str, dict[str, Any]] = {}  # set by load_answers for formats that carry more
         if not self.data_dir.is_dir():
             raise BenchmarkDataError(
                 f"{self.name}: data directory {self.data_dir} does not exist.\n"
@@ -94,7 +113,37 @@ class Benchmark:
         """Write official submission files into `out_dir`; returns their paths (none by default)."""
         return []
 
+    def check(self) -> None:
+        """Read the benchmark's files once, so bad data is reported before a model is loaded."""
+        self.question_ids()
+
+    def load_answers(self, path: str | Path) -> "AnswerSet":
+        """Read an answers file in any accepted format (auto-detected); AnswerFileError names the formats."""
+        raw = read_raw_answers(path)
+        found = self.read_official_answers(raw)
+        if found is None:
+            found = native_answer_set(raw)
+        if found is None:
+            raise unrecognised(self.name, raw, self.ANSWER_FORMATS)
+        self.answer_extras = found.extras
+        return found
+
+    def read_official_answers(self, raw: RawAnswers) -> "AnswerSet | None":
+        """An AnswerSet if `raw` is one of this benchmark's official formats, else None (subclasses)."""
+        return None
+
     # ---- helpers for subclasses --------------------------------------------------------
+    def ask(self, text: str) -> str:
+        """`text` with the prompt suffix on its own line (unchanged when the suffix is empty)."""
+        return f"{text}\n{self.prompt_suffix}" if self.prompt_suffix else text
+
+    def ask_file_text(self, text: str) -> str:
+        """An official question file's text (ending with the default instruction) with the configured suffix."""
+        lines = text.split("\n")
+        if len(lines) > 1 and self.DEFAULT_PROMPT_SUFFIX and lines[-1] == self.DEFAULT_PROMPT_SUFFIX:
+            lines.pop()
+        return self.ask("\n".join(lines))
+
     def find_file(self, *candidates: str, required: bool = True) -> Path | None:
         """First existing `data_dir/<candidate>`; raise a layout-explaining error if none exists."""
         for cand in candidates:

@@ -9,8 +9,9 @@ Official files read, either layout:
 * the Hugging Face release `AI4Math/MathVista`: `data/testmini-*.parquet` (same fields plus
   `decoded_image` bytes, written once into the image cache dir).
 
-Prompt: `<image>\\n` + the official `query` field (hint + question + choices), rebuilt the
-zero-shot way of `evaluation/build_query.py` when absent.
+Prompt: `<image>\\n` + the zero-shot query (hint + question + choices) rebuilt as MGM's
+`model_math_vista.py` (`create_one_query`, = MathVista's `build_query.py` zero-shot) does, which
+ignores the data's `query` field; option `query="data"` uses that field instead (when present).
 
 Evaluator followed: MathVista `evaluation/extract_answer.py` + `calculate_score.py`. The rule
 steps of `extract_answer` run first (response equal to a choice, int()/float() of the whole
@@ -22,6 +23,13 @@ GPT-4 role; a plain `judge()` judge scores correctness directly. `normalize_extr
 `precision` / str(list)) and `safe_equal` are reproduced. Reported: accuracy, per question
 type / answer type and per metadata field (language, source, category, task, context, grade,
 skills).
+
+Answer files accepted (auto-detected): the native JSONL; the answers JSONL MGM's
+`model_math_vista.py` writes (one problem per line with `pid`, `query`, `response`); and the
+JSON document `{pid: {..., "response": ..., "extraction": ...}}` that MathVista's
+`extract_answer.py` writes (MGM's script writes it over the same `.jsonl` path). Where a line
+has an `extraction` (the GPT-4 step done), it is scored as `calculate_score.py` does:
+`normalize_extracted_answer(extraction)` == answer, with no extraction of our own.
 """
 
 from __future__ import annotations
@@ -31,11 +39,15 @@ import re
 from pathlib import Path
 from typing import Any
 
+from minigemini.eval.answer_files import RawAnswers, build_answer_set
+from minigemini.eval.answers import AnswerSet
 from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, Benchmark, EvalItem, Metrics,
                                              QuestionId, Scope, in_scope, load_json, pct)
 from minigemini.eval.judge import AnswerExtractor, judge_score, require_judge
 
 META_KEYS = ("language", "source", "category", "task", "context", "grade", "skills")
+MGM_FORMAT = "MGM model_math_vista.py answers JSONL (pid, query, response[, extraction]) per line"
+EXTRACTED_FORMAT = 'MathVista extract_answer.py output JSON {pid: {..., "response": ..., "extraction": ...}}'
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 
@@ -128,8 +140,9 @@ class MathVista(Benchmark):
     name = "mathvista"
     LAYOUT = ("  testmini.json (or data/testmini.json) + images/<pid>.jpg, or\n"
               "  data/testmini-*.parquet   (Hugging Face AI4Math/MathVista)")
-    OPTIONS = {"split": "testmini", "judge": None, "image_cache_dir": None}
-    default_max_new_tokens = 512
+    OPTIONS = {"split": "testmini", "judge": None, "image_cache_dir": None, "query": "mgm"}
+    default_max_new_tokens = 1024  # as MGM model_math_vista.py
+    ANSWER_FORMATS = (MGM_FORMAT, EXTRACTED_FORMAT)
 
     def _problems(self) -> list[dict[str, Any]]:
         if getattr(self, "_cached", None) is not None:
@@ -186,6 +199,11 @@ class MathVista(Benchmark):
                                                    for i, c in enumerate(p["choices"])]))
         return "\n".join(parts)
 
+    def _query(self, p: dict[str, Any]) -> str:
+        if self.options["query"] not in ("mgm", "data"):
+            raise ValueError(f"mathvista: option query must be 'mgm' or 'data', got {self.options['query']!r}")
+        return (self.options["query"] == "data" and p.get("query")) or self.build_query(p)
+
     def items(self) -> list[EvalItem]:
         out, cache = [], None
         for p in self._problems():
@@ -197,8 +215,8 @@ class MathVista(Benchmark):
                     path.write_bytes(img["bytes"])
             else:
                 path = self.data_dir / str(p.get("image") or f"images/{p['pid']}.jpg")
-            query = p.get("query") or self.build_query(p)
-            out.append(EvalItem(question_id=p["pid"], prompt=f"{IMAGE_TOKEN}\n{query}",
+            query = self._query(p)
+            out.append(EvalItem(question_id=p["pid"], prompt=f"{IMAGE_TOKEN}\n{self.ask(query)}",
                                 image_paths=[str(path)],
                                 meta={"question_type": p["question_type"],
                                       "answer_type": p["answer_type"]}))
@@ -207,8 +225,25 @@ class MathVista(Benchmark):
     def question_ids(self) -> list[QuestionId]:
         return [p["pid"] for p in self._problems()]
 
+    def read_official_answers(self, raw: RawAnswers) -> AnswerSet | None:
+        if raw.kind == "jsonl" and raw.has_keys("pid", "response"):
+            rows = [(n, r["pid"], r) for n, r in raw.rows]
+            fmt = MGM_FORMAT
+        elif raw.kind == "json" and isinstance(raw.document, dict) and raw.document and all(
+                isinstance(v, dict) and "response" in v for v in raw.document.values()):
+            rows = [(0, pid, r) for pid, r in raw.document.items()]
+            fmt = EXTRACTED_FORMAT
+        else:
+            return None
+        out = build_answer_set(raw, ((n, pid, r["response"]) for n, pid, r in rows), fmt)
+        out.extras = {str(pid): {"extraction": r["extraction"]} for _, pid, r in rows if "extraction" in r}
+        return out
+
     def _correct(self, p: dict[str, Any], response: str, judge: Any) -> bool:
-        query = p.get("query") or self.build_query(p)
+        extra = self.answer_extras.get(str(p["pid"]), {})
+        if "extraction" in extra:  # extract_answer.py already ran: calculate_score.py alone
+            return normalize_extracted_answer(extra["extraction"], p) == str(p["answer"])
+        query = self._query(p)
         if judge is not None and not isinstance(judge, AnswerExtractor):
             return judge_score(judge, query, str(p["answer"]), response) >= 0.5
         extraction = quick_extract(response, p)

@@ -16,6 +16,15 @@ among the answer's tokens, else a single option whose text appears in the answer
 question is correct only if every one of its circular copies is; an unextractable answer fails.
 Reported: overall, per `category` and per `l2-category` accuracy over base questions.
 
+An option cell is missing only when it is empty: an option whose text is "None"/"none" is a real
+option when scoring, as in the official evaluator (the TSV is read without pandas' default NA
+strings). The prompt drops it, as MGM/LLaVA `model_vqa_mmbench.py` (`is_none`) does.
+
+Answer files accepted: the native / MGM-LLaVA `model_vqa_mmbench.py` answers JSONL (question_id =
+TSV index; with `--all-rounds` several lines per index, the last one kept as
+`convert_mmbench_for_submission.py` does), and the upload table that script writes (xlsx, or a
+TSV, with `index` and `prediction` columns; an empty prediction is an unanswered question).
+
 Questions are put to the model group by group (a question, then its circular copies, in TSV
 order otherwise), so `eval --limit N` answers whole groups. Scoring a subset: a question is
 judged on all its copies, so only complete groups are scored (`question_groups()`;
@@ -31,18 +40,29 @@ import math
 from pathlib import Path
 from typing import Any
 
+from minigemini.eval.answer_files import RawAnswers, build_answer_set
+from minigemini.eval.answers import AnswerSet
 from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, MC_LETTER_PROMPT, Benchmark,
                                              BenchmarkDataError, EvalItem, Metrics, QuestionId,
                                              Scope, check_whole_groups, group_accuracy, pct)
 
 OPTION_LETTERS = ("A", "B", "C", "D")
 CN_PROMPT = "请直接回答选项字母。"
+UPLOAD_FORMAT = ("convert_mmbench_for_submission.py upload table (.xlsx, or .tsv) with 'index' and "
+                 "'prediction' columns")
 _REJECTIONS = ("Sorry, I can't help with images of people yet.", "I can't process this file.",
                "I'm sorry, but without the image provided", "Cannot determine the answer")
 
 
+def is_empty(value: Any) -> bool:
+    """True for a truly empty cell (None, NaN, ""): the official evaluator's missing option."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return isinstance(value, str) and value == ""
+
+
 def is_none(value: Any) -> bool:
-    """True for NaN / None / 'nan' / 'none' cells (as LLaVA's `is_none`)."""
+    """True for NaN / None / 'nan' / 'none' cells (LLaVA's `is_none`, used for the prompt only)."""
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
@@ -77,7 +97,9 @@ class MMBench(Benchmark):
               "      columns: index, question, hint, A, B, C, D, answer, category, l2-category,"
               " image (base64)")
     OPTIONS = {"tsv": None, "lang": None, "image_cache_dir": None}
-    default_max_new_tokens = 16
+    default_max_new_tokens = 1024  # as MGM model_vqa_mmbench.py / model_vqa_science.py
+    DEFAULT_PROMPT_SUFFIX = MC_LETTER_PROMPT
+    ANSWER_FORMATS = (UPLOAD_FORMAT,)
 
     def _tsv_path(self) -> Path:
         if self.options["tsv"]:
@@ -94,17 +116,20 @@ class MMBench(Benchmark):
         if getattr(self, "_df", None) is None:
             import pandas as pd
 
-            df = pd.read_table(self._tsv_path(), dtype={"index": "int64"})
+            df = pd.read_table(self._tsv_path(), dtype={"index": "int64"}, keep_default_na=False,
+                               na_values=[""])
             for col in ("index", "question", "A", "B"):
                 if col not in df.columns:
                     raise BenchmarkDataError(f"{self.name}: TSV lacks column {col!r}")
             self._df = df
         return self._df
 
-    def _options(self, row: Any) -> dict[str, str]:
+    def _options(self, row: Any, prompt: bool = False) -> dict[str, str]:
+        """Option letter -> text up to the first missing cell (`prompt`: LLaVA's is_none decides)."""
+        missing = is_none if prompt else is_empty
         opts = {}
         for letter in OPTION_LETTERS:
-            if letter not in row or is_none(row[letter]):
+            if letter not in row or missing(row[letter]):
                 break
             opts[letter] = str(row[letter])
         return opts
@@ -114,9 +139,11 @@ class MMBench(Benchmark):
         hint = row.get("hint")
         if not is_none(hint):
             question = f"{hint}\n{question}"
-        for letter, text in self._options(row).items():
+        for letter, text in self._options(row, prompt=True).items():
             question += f"\n{letter}. {text}"
-        return f"{IMAGE_TOKEN}\n{question}\n{CN_PROMPT if lang == 'cn' else MC_LETTER_PROMPT}"
+        if lang == "cn" and self.prompt_suffix == MC_LETTER_PROMPT:
+            return f"{IMAGE_TOKEN}\n{question}\n{CN_PROMPT}"
+        return f"{IMAGE_TOKEN}\n{self.ask(question)}"
 
     def _row_order(self) -> list[int]:
         """TSV row positions, each question's circular copies right after it (else TSV order)."""
@@ -151,8 +178,14 @@ class MMBench(Benchmark):
                                 image_paths=[str(path)] if image else [],
                                 meta={"base_index": idx % 1_000_000,
                                       "category": row.get("category"),
-                                      "options": self._options(row)}))
+                                      "options": self._options(row, prompt=True)}))
         return out
+
+    def read_official_answers(self, raw: RawAnswers) -> AnswerSet | None:
+        if raw.kind != "table" or not raw.has_keys("index", "prediction"):
+            return None
+        return build_answer_set(raw, ((n, int(r["index"]), r["prediction"]) for n, r in raw.rows
+                                      if not is_empty(r["prediction"])), UPLOAD_FORMAT)
 
     def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
         df = self._table()

@@ -14,6 +14,9 @@ drop commas, split on spaces; "No"/"no"/"not" among the words -> no, otherwise y
 are matched to questions by (split, image, question text) instead of by file position. A
 missing answer is scored as wrong (counted as the opposite of its label). Top-level metrics are
 the means over the splits (LLaVA-1.5 / Mini-Gemini report the mean F1); `per_split` has each.
+Answer files accepted: the native answers JSONL and the one LLaVA `model_vqa_loader.py` writes
+(its `question_id`s are those of `llava_pope_test.jsonl`, which must then be in the data dir).
+
 Scoring a subset (`eval --limit`): questions are independent; a split with no scored question
 is left out of `per_split` and of the means.
 """
@@ -27,6 +30,8 @@ from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, SHORT_ANSWER_PROMPT, B
                                              Scope, in_scope, load_jsonl, pct)
 
 SPLITS = ("adversarial", "popular", "random")
+LOADER_FORMAT = ("LLaVA model_vqa_loader.py answers JSONL with the question ids of llava_pope_test.jsonl "
+                 "(put that file in --data-dir)")
 
 
 def pope_parse(text: str) -> str:
@@ -62,7 +67,9 @@ class POPE(Benchmark):
               "  val2014/<image>")
     OPTIONS = {"question_file": "llava_pope_test.jsonl", "image_dir": "val2014",
                "splits": SPLITS}
-    default_max_new_tokens = 16
+    default_max_new_tokens = 128  # as MGM/LLaVA model_vqa_loader.py
+    DEFAULT_PROMPT_SUFFIX = SHORT_ANSWER_PROMPT
+    ANSWER_FORMATS = (LOADER_FORMAT,)
 
     def _labels(self) -> dict[str, list[dict[str, Any]]]:
         out = {}
@@ -77,7 +84,7 @@ class POPE(Benchmark):
         qfile = self.find_file(self.options["question_file"], required=False)
         if qfile is None:
             return [{"question_id": f"{split}_{row['question_id']}", "split": split,
-                     "image": row["image"], "text": f"{row['text']}\n{SHORT_ANSWER_PROMPT}",
+                     "image": row["image"], "text": self.ask(row["text"]),
                      "label": row["label"]}
                     for split, rows in labels.items() for row in rows]
         keyed = {(s, r["image"], r["text"].strip()): r["label"]
@@ -92,7 +99,7 @@ class POPE(Benchmark):
             if key not in keyed:
                 raise BenchmarkDataError(f"{self.name}: no label for {key} in coco_pope_{split}")
             out.append({"question_id": row["question_id"], "split": split, "image": row["image"],
-                        "text": row["text"], "label": keyed[key]})
+                        "text": self.ask_file_text(row["text"]), "label": keyed[key]})
         return out
 
     def items(self) -> list[EvalItem]:

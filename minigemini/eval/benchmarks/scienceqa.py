@@ -15,6 +15,9 @@ Prompt as LLaVA (`convert_sqa_to_llava.py`, format CQM-A, + `model_vqa_science.p
 Evaluator followed: LLaVA-1.5 `llava/eval/eval_science_qa.py`: the answer is the text itself
 if it is an option letter, else its first letter when it starts with "X. ", else the single
 match of `The answer is ([A-Z]).`; anything else (or a letter beyond the choices) is wrong.
+Answer files accepted: the native / LLaVA-MGM `model_vqa_science.py` answers JSONL (question_id =
+pid; the non-image questions it also answers are outside the IMG subset and not scored), and
+the `--output-result` JSON of `eval_science_qa.py` (its `outputs`: pid -> answer text).
 Reported: accuracy (IMG subset by default; option `image_only=False` for all test questions)
 and accuracy per subject, per grade band (G1-6/G7-12) and per context (TXT/IMG/NO), as
 ScienceQA reports them.
@@ -25,12 +28,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from minigemini.eval.answer_files import RawAnswers, build_answer_set
+from minigemini.eval.answers import AnswerSet
 from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, MC_LETTER_PROMPT, Benchmark,
                                              EvalItem, Metrics, QuestionId, Scope, group_accuracy,
                                              in_scope, load_json, pct)
 
 OPTIONS = ("A", "B", "C", "D", "E")
 _ANSWER_IS = re.compile(r"The answer is ([A-Z]).")
+RESULT_FORMAT = 'eval_science_qa.py --output-result JSON ({"acc": ..., "outputs": {pid: answer text}, ...})'
 
 
 def sqa_parse(text: str) -> str | None:
@@ -59,7 +65,9 @@ class ScienceQA(Benchmark):
               "  images/test/<pid>/image.png")
     OPTIONS = {"split": "test", "image_only": True, "image_dir": "images/test",
                "llava_file": "llava_test_CQM-A.json"}
-    default_max_new_tokens = 16
+    default_max_new_tokens = 1024  # as MGM model_vqa_mmbench.py / model_vqa_science.py
+    DEFAULT_PROMPT_SUFFIX = MC_LETTER_PROMPT
+    ANSWER_FORMATS = (RESULT_FORMAT,)
 
     def _records(self) -> list[dict[str, Any]]:
         """pid, prompt text, image file (or None), gold index, breakdown keys."""
@@ -102,10 +110,16 @@ class ScienceQA(Benchmark):
         for r in self._records():
             prefix = f"{IMAGE_TOKEN}\n" if r["image"] else ""
             out.append(EvalItem(
-                question_id=r["pid"], prompt=f"{prefix}{r['text']}\n{MC_LETTER_PROMPT}",
+                question_id=r["pid"], prompt=f"{prefix}{self.ask(r['text'])}",
                 image_paths=[str(image_dir / r["pid"] / r["image"])] if r["image"] else [],
                 meta={k: r[k] for k in ("subject", "grade") if k in r}))
         return out
+
+    def read_official_answers(self, raw: RawAnswers) -> AnswerSet | None:
+        doc = raw.document
+        if raw.kind != "json" or not isinstance(doc, dict) or not isinstance(doc.get("outputs"), dict):
+            return None
+        return build_answer_set(raw, ((0, pid, text) for pid, text in doc["outputs"].items()), RESULT_FORMAT)
 
     def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
         records = [r for r in self._records() if in_scope(r["pid"], scope)]

@@ -16,28 +16,44 @@ LLaVA's question file reuses the *image* id as `question_id` (several questions 
 items here use the annotation's unique `question_id`; LLaVA's pairing of a prompt to an
 annotation by `(image_id, question.lower())` is reproduced when building the items.
 
+Answer files accepted: the native JSONL (annotation question ids), and the answers JSONL that
+MGM/LLaVA `model_vqa_loader.py` writes (`question_id` = image id, `prompt` = the question
+file's text): each line is paired with its annotation exactly as `eval_textvqa.py` does, by
+(image id, question read from the prompt by its `prompt_processor`).
+
 Options: `ocr` (default True: keep the "Reference OCR token: ..." line Mini-Gemini uses),
 `question_file`, `annotation_file`, `image_dir`.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from minigemini.eval.answer_files import AnswerFileError, RawAnswers, build_answer_set
+from minigemini.eval.answers import AnswerSet
 from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, SHORT_ANSWER_PROMPT, Benchmark,
                                              BenchmarkDataError, EvalItem, Metrics, QuestionId,
                                              Scope, in_scope, load_json, load_jsonl, pct)
 from minigemini.eval.vqa_normalize import textvqa_accuracy
 
 OCR_PREFIX = "Reference OCR token: "
+LOADER_FORMAT = ("MGM/LLaVA model_vqa_loader.py answers JSONL: question_id = image id, 'prompt' = the "
+                 "llava_textvqa_val_v051_ocr.jsonl text, 'text' = answer (paired as eval_textvqa.py)")
 
 
-def _question_of(prompt: str) -> str:
-    """The question line of a LLaVA TextVQA prompt, lower-cased (as eval_textvqa does)."""
+def prompt_question(prompt: str) -> str:
+    """The question of a LLaVA TextVQA prompt, lower-cased: `eval_textvqa.py`'s `prompt_processor`."""
     lines = prompt.split("\n")
-    if prompt.startswith(OCR_PREFIX) and len(lines) > 1:
-        return lines[1].lower()
-    return lines[0].lower()
+    if prompt.startswith("OCR tokens: "):
+        found = re.search(r"Question: (.*?) Short answer:", prompt, re.DOTALL)
+        if found:
+            return found.group(1).lower()
+    elif OCR_PREFIX in prompt and len(lines) == 3:
+        return (lines[1] if prompt.startswith(OCR_PREFIX.strip()) else lines[0]).lower()
+    elif len(lines) == 2:
+        return lines[0].lower()
+    raise ValueError(f"not a LLaVA TextVQA prompt (question, optional OCR line, instruction): {prompt!r}")
 
 
 class TextVQA(Benchmark):
@@ -49,7 +65,9 @@ class TextVQA(Benchmark):
               "  train_images/<image_id>.jpg")
     OPTIONS = {"ocr": True, "question_file": "llava_textvqa_val_v051_ocr.jsonl",
                "annotation_file": "TextVQA_0.5.1_val.json", "image_dir": "train_images"}
-    default_max_new_tokens = 16
+    default_max_new_tokens = 128  # as MGM/LLaVA model_vqa_loader.py
+    DEFAULT_PROMPT_SUFFIX = SHORT_ANSWER_PROMPT
+    ANSWER_FORMATS = (LOADER_FORMAT,)
 
     def _annotations(self) -> list[dict[str, Any]]:
         data = load_json(self.find_file(self.options["annotation_file"]))
@@ -62,16 +80,15 @@ class TextVQA(Benchmark):
             lines = llava_text.split("\n")
             if not self.options["ocr"]:
                 lines = [ln for ln in lines if not ln.startswith(OCR_PREFIX)]
-            if lines[-1] != SHORT_ANSWER_PROMPT:
-                lines.append(SHORT_ANSWER_PROMPT)
-            return "\n".join(lines)
+            if lines[-1] == SHORT_ANSWER_PROMPT:  # the question file's own instruction
+                lines.pop()
+            return self.ask("\n".join(lines))
         question = ann["question"].strip()
         parts = [question[:1].upper() + question[1:]]
         tokens = ann.get("ocr_tokens") or []
         if self.options["ocr"] and tokens:
             parts.append(OCR_PREFIX + ", ".join(tokens))
-        parts.append(SHORT_ANSWER_PROMPT)
-        return "\n".join(parts)
+        return self.ask("\n".join(parts))
 
     def items(self) -> list[EvalItem]:
         anns = self._annotations()
@@ -83,7 +100,7 @@ class TextVQA(Benchmark):
         else:
             pairs = []
             for row in load_jsonl(qfile):
-                key = (str(row["question_id"]), _question_of(row["text"]))
+                key = (str(row["question_id"]), prompt_question(row["text"]))
                 if key not in by_key:
                     raise BenchmarkDataError(
                         f"{self.name}: question {key} of {qfile.name} not found in annotations")
@@ -97,6 +114,28 @@ class TextVQA(Benchmark):
                 image_paths=[str(image_dir / image)],
                 meta={"image_id": ann["image_id"], "question": ann["question"]}))
         return out
+
+    def read_official_answers(self, raw: RawAnswers) -> AnswerSet | None:
+        rows = raw.dict_rows()
+        anns = self._annotations()
+        image_ids = {str(a["image_id"]) for a in anns}
+        if raw.kind != "jsonl" or not rows or not all(str(r.get("question_id")) in image_ids for _, r in rows):
+            return None
+        by_key = {(str(a["image_id"]), a["question"].lower()): a["question_id"] for a in anns}
+        pairs = []
+        for lineno, r in rows:
+            if "prompt" not in r or "text" not in r:
+                raise AnswerFileError(f"{raw.path}:{lineno}: a line keyed by image id needs 'prompt' and 'text' "
+                                      f"({LOADER_FORMAT})")
+            try:
+                key = (str(r["question_id"]), prompt_question(str(r["prompt"])))
+            except ValueError as err:
+                raise AnswerFileError(f"{raw.path}:{lineno}: {err}") from None
+            if key not in by_key:
+                raise AnswerFileError(f"{raw.path}:{lineno}: no TextVQA question {key[1]!r} for image {key[0]!r} "
+                                      f"in {self.options['annotation_file']}")
+            pairs.append((lineno, by_key[key], r["text"]))
+        return build_answer_set(raw, pairs, LOADER_FORMAT)
 
     def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
         gts = {a["question_id"]: a["answers"] for a in self._annotations()}

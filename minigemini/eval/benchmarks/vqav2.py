@@ -13,6 +13,10 @@ Evaluator followed: LLaVA `scripts/convert_vqav2_for_submission.py` (prediction 
 EvalAI answer processor) then the official `vqaEval.py` accuracy (leave-one-annotator-out
 min(#matches/3, 1); punctuation/digit/article processing when annotators disagree), reported
 overall and per `answer_type`. The submission is the official `[{"question_id", "answer"}]`.
+
+Answer files accepted: the native / LLaVA `model_vqa_loader.py` answers JSONL, and the upload
+file `convert_vqav2_for_submission.py` writes (a JSON list of `{"question_id", "answer"}`; its
+answers are already processed, processing them again changes nothing).
 """
 
 from __future__ import annotations
@@ -21,10 +25,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from minigemini.eval.answer_files import RawAnswers, build_answer_set
+from minigemini.eval.answers import AnswerSet
 from minigemini.eval.benchmarks.base import (IMAGE_TOKEN, SHORT_ANSWER_PROMPT, Benchmark,
                                              EvalItem, Metrics, QuestionId, Scope, in_scope,
                                              load_json, load_jsonl, pct)
 from minigemini.eval.vqa_normalize import normalize_answer, vqav2_accuracy
+
+SUBMISSION_FORMAT = ('convert_vqav2_for_submission.py upload JSON: [{"question_id": ..., "answer": ...}, ...]')
 
 
 class VQAv2(Benchmark):
@@ -37,7 +45,9 @@ class VQAv2(Benchmark):
     OPTIONS = {"question_file": "v2_OpenEnded_mscoco_val2014_questions.json",
                "annotation_file": "v2_mscoco_val2014_annotations.json",
                "image_dir": "val2014", "image_prefix": "COCO_val2014_"}
-    default_max_new_tokens = 16
+    default_max_new_tokens = 128  # as MGM/LLaVA model_vqa_loader.py
+    DEFAULT_PROMPT_SUFFIX = SHORT_ANSWER_PROMPT
+    ANSWER_FORMATS = (SUBMISSION_FORMAT,)
 
     def _questions(self) -> list[dict[str, Any]]:
         path = self.find_file(self.options["question_file"])
@@ -59,10 +69,15 @@ class VQAv2(Benchmark):
             image = q.get("image") or f"{self.options['image_prefix']}{int(q['image_id']):012d}.jpg"
             out.append(EvalItem(
                 question_id=q["question_id"],
-                prompt=f"{IMAGE_TOKEN}\n{q['question']}\n{SHORT_ANSWER_PROMPT}",
+                prompt=f"{IMAGE_TOKEN}\n{self.ask(q['question'])}",
                 image_paths=[str(image_dir / image)],
                 meta={"image_id": q.get("image_id"), "question": q["question"]}))
         return out
+
+    def read_official_answers(self, raw: RawAnswers) -> AnswerSet | None:
+        if raw.kind != "json" or not raw.has_keys("question_id", "answer"):
+            return None
+        return build_answer_set(raw, ((0, r["question_id"], r["answer"]) for _, r in raw.rows), SUBMISSION_FORMAT)
 
     def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
         anns = self._annotations()
