@@ -18,11 +18,11 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration import MiniGeminiConfig
+from .constants import IGNORE_INDEX
 from .mining import PatchInfoMining
 from .projector import build_projector
 from .towers import build_tower, merge_stage_maps
 
-IGNORE_INDEX = -100
 IMAGE_INPUT_KEYS = ("images", "images_aux", "lr_features", "hr_features")
 
 
