@@ -24,14 +24,15 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoTokenizer
 
-    from .data.model_chat_template import chat_template_for
+    from .data.model_chat_template import set_chat_template
     from .model.convert import convert_mgm_checkpoint
     from .model.processing import MiniGeminiProcessor
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.mgm_folder, trust_remote_code=False)
     model = convert_mgm_checkpoint(args.mgm_folder, image_token_id=None if args.tokenizer is None else None,
                                    dtype=getattr(torch, args.dtype))
-    processor = MiniGeminiProcessor(tokenizer, model.config, chat_template=chat_template_for(model.config))
+    processor = MiniGeminiProcessor(tokenizer, model.config)
+    set_chat_template(processor)
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
     n = sum(p.numel() for p in model.parameters())

@@ -27,7 +27,7 @@ from .image_processing import (  # noqa: F401  (load_image, expand_to_square: im
     load_image,
 )
 
-PROCESSOR_FILE = "minigemini_processor.json"  # the marker older folders hold (tokenizer + config, no processor_config.json)
+PROCESSOR_FILE = "minigemini_processor.json"  # marker of older folders (tokenizer + config, no processor_config.json)
 HF_PROCESSOR_FILE = "processor_config.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 CALL_OPTIONS_IGNORED = ("padding",)  # batches are always padded to the longest row
@@ -39,13 +39,14 @@ class MiniGeminiProcessor(ProcessorMixin):
 
     `MiniGeminiProcessor(tokenizer, config)` builds the image processors from the config; loaded
     processors receive the saved ones. `chat_template` is the Jinja form of the model's conversation
-    template (`minigemini.data.hf_chat.chat_template_for`), used by `apply_chat_template`.
+    template and `add_bos` whether its prompts start with the BOS id (both set by model writers with
+    `minigemini.data.model_chat_template.set_chat_template`); `apply_chat_template` and the pipeline use them.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, config: MiniGeminiConfig | None = None,
                  image_processor: MiniGeminiImageProcessor | None = None,
                  lr_image_processor: MiniGeminiLRImageProcessor | None = None,
-                 chat_template: str | None = None) -> None:
+                 chat_template: str | None = None, add_bos: bool = True) -> None:
         if config is None:
             raise ValueError("MiniGeminiProcessor needs the model config: MiniGeminiProcessor(tokenizer, config), "
                              "or MiniGeminiProcessor.from_pretrained(model_folder)")
@@ -53,6 +54,7 @@ class MiniGeminiProcessor(ProcessorMixin):
         super().__init__(tokenizer, image_processor or default_hr, lr_image_processor or default_lr,
                          chat_template=chat_template)
         self.config = config
+        self.add_bos = bool(add_bos)
         token = config.image_token
         if token not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": [token]}, replace_extra_special_tokens=False)
@@ -108,13 +110,14 @@ class MiniGeminiProcessor(ProcessorMixin):
         return ids
 
     def __call__(self, text: str | list[str] | None = None, images: Sequence[Any] | None = None,
-                 add_bos: bool = True, padding_side: str = "left", return_tensors: str | None = "pt",
+                 add_bos: bool | None = None, padding_side: str = "left", return_tensors: str | None = "pt",
                  **options: Any) -> BatchFeature:
         """Batch for `generate`/`forward`: left padding by default (generation); images in text order (a flat
-        list, or one list per text as `apply_chat_template` gives). `add_special_tokens` is `add_bos`."""
+        list, or one list per text as `apply_chat_template` gives). `add_special_tokens` is `add_bos`; by
+        default BOS is added as the model's template does (`self.add_bos`)."""
         if text is None:
             raise ValueError("MiniGeminiProcessor needs text (with one <image> per image)")
-        add_bos = bool(options.pop("add_special_tokens", add_bos))
+        add_bos = bool(options.pop("add_special_tokens", self.add_bos if add_bos is None else add_bos))
         given = [k for k in CALL_INPUTS_UNSUPPORTED if options.pop(k, None) is not None]
         if given:
             raise ValueError(f"MiniGeminiProcessor takes text and images only, got {given}")
@@ -164,9 +167,9 @@ class MiniGeminiProcessor(ProcessorMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> "MiniGeminiProcessor":
-        """Load a model folder written by `save_pretrained`, a training export or `minigemini convert`
-        (older folders, without processor_config.json, still load: their image processors come from config.json,
-        as they always did)."""
+        """Load a model folder written by `save_pretrained`, a training export or `minigemini convert`.
+        Older folders (no processor_config.json) still load: image processors from config.json as before, no
+        chat template (add one: `minigemini.data.model_chat_template.set_chat_template(p); p.save_pretrained(dir)`)."""
         folder = Path(pretrained_model_name_or_path)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} holds no config.json: pass a minigemini model folder")
@@ -175,20 +178,22 @@ class MiniGeminiProcessor(ProcessorMixin):
             kwargs.pop(key, None)
         config = MiniGeminiConfig.from_pretrained(str(folder))
         tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
-        hr, lr = _load_image_processors(folder)
-        template_file = folder / CHAT_TEMPLATE_FILE
-        chat_template = template_file.read_text(encoding="utf-8") if template_file.is_file() else None
-        return cls(tokenizer, config, hr, lr, chat_template=chat_template)
+        file = folder / HF_PROCESSOR_FILE
+        saved = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
+        hr, lr = _load_image_processors(file, saved)
+        template_file = folder / CHAT_TEMPLATE_FILE  # in an older folder it can only be the tokenizer's own
+        chat_template = template_file.read_text(encoding="utf-8") if saved and template_file.is_file() else None
+        return cls(tokenizer, config, hr, lr, chat_template=chat_template, add_bos=(saved or {}).get("add_bos", True))
 
 
-def _load_image_processors(folder: Path) -> tuple[MiniGeminiImageProcessor | None, MiniGeminiLRImageProcessor | None]:
+def _load_image_processors(file: Path, saved: dict | None
+                           ) -> tuple[MiniGeminiImageProcessor | None, MiniGeminiLRImageProcessor | None]:
     """The saved image processors, or (None, None) for an older folder (then built from the config)."""
-    file = folder / HF_PROCESSOR_FILE
-    if not file.is_file():
+    if saved is None:
         return None, None
-    saved = json.loads(file.read_text(encoding="utf-8"))
     out = []
-    for key, klass in (("image_processor", MiniGeminiImageProcessor), ("lr_image_processor", MiniGeminiLRImageProcessor)):
+    kinds = (("image_processor", MiniGeminiImageProcessor), ("lr_image_processor", MiniGeminiLRImageProcessor))
+    for key, klass in kinds:
         entry = dict(saved.get(key) or {})
         if entry.pop("image_processor_type", None) != klass.__name__:
             raise ValueError(f"{file}: {key!r} is not a {klass.__name__}; this folder was not written by "

@@ -95,7 +95,7 @@ def merge_lora(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = to
     from peft import PeftModel
 
     from ..config import load_config
-    from ..data.model_chat_template import chat_template_for
+    from ..data.model_chat_template import set_chat_template
     from ..model.builder import build_model_and_processor
 
     run_dir = Path(run_dir)
@@ -105,7 +105,7 @@ def merge_lora(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = to
     cfg = load_config(cfg_file)
     cfg.model.pretrained_adapter = None  # the trained mining/projector come from non_lora_trainables
     model, processor = build_model_and_processor(cfg.model, dtype=dtype, corpus=cfg.data.train)
-    processor.chat_template = chat_template_for(model.config)
+    set_chat_template(processor)
     model.language_model = PeftModel.from_pretrained(model.language_model, str(run_dir))
     load_non_lora(model, run_dir)
     model.language_model = model.language_model.merge_and_unload()

@@ -1,6 +1,7 @@
 """transformers integration, against the real transformers: the processor as a ProcessorMixin (save/load,
-AutoProcessor, AutoImageProcessor), Auto classes after a plain `import minigemini`, the
-image-text-to-text pipeline vs our Generator, and generate without deprecation warnings."""
+AutoProcessor, AutoImageProcessor), its chat template vs our template renderer, Auto classes after a
+plain `import minigemini`, the image-text-to-text pipeline vs our Generator, the folders our writers
+produce, and generate without deprecation warnings."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoProcessor, pipeline
 
 from minigemini import MiniGeminiConfig, MiniGeminiForCausalLM, MiniGeminiProcessor
+from minigemini.data.model_chat_template import chat_template_for, set_chat_template
+from minigemini.infer.generate import GenerationOptions, Generator
 from minigemini.model.builder import train_tiny_tokenizer
 from minigemini.model.image_processing import MiniGeminiImageProcessor, MiniGeminiLRImageProcessor
 from minigemini.model.processing import PROCESSOR_FILE
@@ -39,14 +42,19 @@ def _image(color=(200, 30, 30), size=(40, 30)) -> Image.Image:
     return img
 
 
+def _write_model(folder: Path, template: str = "vicuna_v1") -> Path:
+    """A tiny model folder written the way our exports write it (model + processor with its chat template)."""
+    processor = MiniGeminiProcessor(_tokenizer(), MiniGeminiConfig.tiny(image_token_id=None, template=template))
+    set_chat_template(processor)
+    torch.manual_seed(0)
+    MiniGeminiForCausalLM(processor.config).eval().save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture()
 def model_dir(tmp_path: Path) -> Path:
-    """A tiny model folder written the way our exports write it (model + processor)."""
-    processor = MiniGeminiProcessor(_tokenizer(), MiniGeminiConfig.tiny(image_token_id=None))
-    torch.manual_seed(0)
-    MiniGeminiForCausalLM(processor.config).eval().save_pretrained(tmp_path / "m")
-    processor.save_pretrained(tmp_path / "m")
-    return tmp_path / "m"
+    return _write_model(tmp_path / "m")
 
 
 @pytest.mark.parametrize("hd", [False, True])
@@ -88,6 +96,7 @@ def test_folder_written_before_processor_config_still_loads(tmp_path: Path) -> N
     """Folders of the earlier processor hold tokenizer + config.json + minigemini_processor.json only."""
     config = MiniGeminiConfig.tiny(image_token_id=None)
     new = MiniGeminiProcessor(_tokenizer(), config)
+    new.tokenizer.chat_template = "{{ 'the LLM tokenizer own template' }}"  # not the model's format
     new.tokenizer.save_pretrained(tmp_path)
     config.save_pretrained(tmp_path)
     (tmp_path / PROCESSOR_FILE).write_text(json.dumps({"image_token": "<image>"}))
@@ -95,6 +104,9 @@ def test_folder_written_before_processor_config_still_loads(tmp_path: Path) -> N
         assert type(old) is MiniGeminiProcessor and old.chat_template is None
         a, b = new("<image> hi", images=[_image()]), old("<image> hi", images=[_image()])
         assert all(torch.equal(a[k], b[k]) for k in a)
+    set_chat_template(old)  # what the docstring tells owners of older folders
+    old.save_pretrained(tmp_path)
+    assert AutoProcessor.from_pretrained(tmp_path).chat_template == chat_template_for(config)
 
 
 def test_foreign_processor_config_is_a_clear_error(model_dir: Path) -> None:
@@ -140,8 +152,6 @@ def test_auto_classes_after_plain_import(model_dir: Path) -> None:
 
 
 def test_pipeline_gives_the_generator_text(model_dir: Path) -> None:
-    from minigemini.infer.generate import GenerationOptions, Generator
-
     generator = Generator.from_pretrained(model_dir, device="cpu")
     prompt = generator.question_prompt("<image>\nWhat is in the image?")
     ours = generator.generate([prompt], [[_image()]], GenerationOptions(max_new_tokens=8))[0]
@@ -151,6 +161,48 @@ def test_pipeline_gives_the_generator_text(model_dir: Path) -> None:
                generate_kwargs={"do_sample": False})
     assert ours  # a random tiny model still writes 8 tokens of text
     assert out[0]["generated_text"].strip() == ours
+    chat = [{"role": "user", "content": [{"type": "image", "image": _image()},
+                                         {"type": "text", "text": "What is in the image?"}]}]
+    out = pipe(text=chat, max_new_tokens=8, generate_kwargs={"do_sample": False})
+    assert out[0]["generated_text"][-1] == {"role": "assistant", "content": out[0]["generated_text"][-1]["content"]}
+    assert out[0]["generated_text"][-1]["content"].strip() == ours
+
+
+@pytest.mark.parametrize("template", ["vicuna_v1", "mistral_instruct", "chatml_direct", "plain"])
+def test_apply_chat_template_renders_the_generator_prompt(tmp_path: Path, template: str) -> None:
+    folder = _write_model(tmp_path / template, template)
+    processor = AutoProcessor.from_pretrained(folder)
+    generator = Generator.from_pretrained(folder, device="cpu")
+    parts = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the image?"}]}]
+    text = [{"role": "user", "content": "<image>\nWhat is in the image?"}]
+    ours = generator.chat_prompt(text)
+    assert processor.apply_chat_template(parts, add_generation_prompt=True, tokenize=False) == ours
+    assert processor.apply_chat_template(text, add_generation_prompt=True, tokenize=False) == ours
+    if template != "plain":  # plain: one user turn + one answer, no system prompt
+        system = [{"role": "system", "content": "Be brief."}, *text]
+        assert processor.apply_chat_template(system, add_generation_prompt=True, tokenize=False) == \
+            generator.chat_prompt(system)
+    parts[0]["content"][0]["image"] = _image()
+    ids = processor.apply_chat_template(parts, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                        return_tensors="pt")["input_ids"][0].tolist()
+    assert ids == generator.encode([ours], [[_image()]])["input_ids"][0].tolist()  # BOS as the template wants
+    if template == "vicuna_v1":
+        assert ours.endswith("USER: <image>\nWhat is in the image? ASSISTANT:")
+        assert ids[0] == processor.tokenizer.bos_token_id
+    with pytest.raises(Exception, match="unsupported content part type video"):
+        processor.apply_chat_template([{"role": "user", "content": [{"type": "video"}]}], tokenize=False)
+
+
+def test_convert_writes_the_chat_template(tmp_path: Path, sp_tokenizer_dir: Path) -> None:
+    from minigemini.cli import main
+
+    fixture = REPO.parent / "shared" / "fixtures" / "mgm_reference" / "tiny_a"
+    out = tmp_path / "converted"
+    assert main(["convert", str(fixture), str(out), "--tokenizer", str(sp_tokenizer_dir)]) == 0
+    processor = AutoProcessor.from_pretrained(out)
+    assert type(processor) is MiniGeminiProcessor and processor.config.template == "vicuna_v1"
+    assert processor.chat_template == chat_template_for(processor.config)
+    assert processor.add_bos is True
 
 
 @pytest.mark.parametrize("llm", FAMILIES)
