@@ -166,6 +166,10 @@ def test_pipeline_gives_the_generator_text(model_dir: Path) -> None:
     out = pipe(text=chat, max_new_tokens=8, generate_kwargs={"do_sample": False})
     assert out[0]["generated_text"][-1] == {"role": "assistant", "content": out[0]["generated_text"][-1]["content"]}
     assert out[0]["generated_text"][-1]["content"].strip() == ours
+    _image().save(model_dir / "photo.png")  # as docs/inference.md shows it: an image file, the new text only
+    chat[0]["content"][0] = {"type": "image", "path": str(model_dir / "photo.png")}
+    out = pipe(text=chat, max_new_tokens=8, return_full_text=False, generate_kwargs={"do_sample": False})
+    assert out[0]["generated_text"].strip() == ours
 
 
 @pytest.mark.parametrize("template", ["vicuna_v1", "mistral_instruct", "chatml_direct", "plain"])
@@ -193,16 +197,26 @@ def test_apply_chat_template_renders_the_generator_prompt(tmp_path: Path, templa
         processor.apply_chat_template([{"role": "user", "content": [{"type": "video"}]}], tokenize=False)
 
 
-def test_convert_writes_the_chat_template(tmp_path: Path, sp_tokenizer_dir: Path) -> None:
+def test_convert_writes_the_chat_template(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
     from minigemini.cli import main
 
     fixture = REPO.parent / "shared" / "fixtures" / "mgm_reference" / "tiny_a"
+    if not (fixture / "config.json").is_file():
+        pytest.skip(f"MGM fixture missing: {fixture}")
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, 512)}}  # the fixture's vocab size
+    word_level = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=word_level, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+                            ).save_pretrained(tmp_path / "tok")
     out = tmp_path / "converted"
-    assert main(["convert", str(fixture), str(out), "--tokenizer", str(sp_tokenizer_dir)]) == 0
+    assert main(["convert", str(fixture), str(out), "--tokenizer", str(tmp_path / "tok")]) == 0
     processor = AutoProcessor.from_pretrained(out)
     assert type(processor) is MiniGeminiProcessor and processor.config.template == "vicuna_v1"
     assert processor.chat_template == chat_template_for(processor.config)
-    assert processor.add_bos is True
+    assert processor.add_bos is True and processor.image_token_id == 512
 
 
 @pytest.mark.parametrize("llm", FAMILIES)
