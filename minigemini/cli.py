@@ -24,7 +24,7 @@ AREAS = [
     "minigemini.eval.commands",  # eval
     "minigemini.infer.commands",  # chat, serve
     "minigemini.data.commands",  # prep validate|convert|synthetic|cache-features
-    "minigemini.model.commands",  # convert (official MGM checkpoints)
+    "minigemini.convert_command",  # convert (official MGM checkpoints)
     "minigemini.demo",  # demo
 ]
 

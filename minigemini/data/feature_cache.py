@@ -76,15 +76,14 @@ def _zero3_gather(params: list[nn.Parameter]) -> Any:
 
 def preprocess_fingerprint(processor: Any) -> str:
     """Hash of what turns a file into tower inputs: config fields, CLIP transforms and the code doing it."""
-    from ..model import processing
+    from ..model import image_processing
 
     cfg = processor.config
     parts: dict[str, Any] = {f: getattr(cfg, f, None) for f in PREPROCESS_FIELDS}
     for name in ("hr_transform", "lr_transform"):
         transform = getattr(processor, name, None)
         parts[name] = transform.to_dict() if transform is not None else None
-    parts["code"] = [inspect.getsource(fn) for fn in (type(processor).preprocess_image, processing.load_image,
-                                                     processing.expand_to_square)]
+    parts["code"] = [inspect.getsource(type(processor).preprocess_image), inspect.getsource(image_processing)]
     return _digest(json.dumps(parts, sort_keys=True, default=str).encode())
 
 

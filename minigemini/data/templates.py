@@ -9,6 +9,12 @@ tokens of each assistant turn decode to exactly that turn's text (+ end-of-turn 
 mismatch raises `TemplateMismatchError`. Template `"auto"` (alias `"tokenizer"`) renders with the
 tokenizer's own `chat_template` and finds the assistant spans by rendering prefixes.
 
+The templates of the released MGM checkpoints (plain, vicuna_v1, llama_3, gemma, mistral_instruct,
+chatml_direct; every name the official `mgm/conversation.py` gives them is accepted) write exactly
+the text of the official code (dvlab-research/MGM 769820c: `Conversation.get_prompt` and, for
+`plain`, `preprocess_plain`), quirks included, and supervise what its `preprocess_*` functions
+supervise; the golden strings are in tests/data/test_templates_official.py.
+
 For inference, `render_prompt(template, messages, processor)` gives the prompt up to the
 assistant's turn, and `stop_strings` / `stop_token_ids` tell generation where a turn ends.
 """
@@ -16,11 +22,11 @@ assistant's turn, and `stop_strings` / `stop_token_ids` tell generation where a 
 from __future__ import annotations
 
 import bisect
-import re
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-IGNORE_INDEX = -100
+from minigemini.model.constants import IGNORE_INDEX
+
 VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
                  "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 LLAMA3_SYSTEM = ("You are a helpful language and vision assistant. You are able to understand the visual content "
@@ -50,34 +56,47 @@ class Template:
 
     name: str
     system: str = ""  # default system prompt; a record's own system text replaces it; "" = no system block
-    system_format: str = "{system}"  # how a non-empty system prompt is written
-    system_in_user: bool = False  # no system role: the system text opens the first user message + "\n\n"
+    system_format: str = "{system}"  # how a non-empty system prompt is written ("" = never written)
+    system_in_user: bool = False  # the system block opens the first user message instead of the conversation
     user_format: str = "{content}"  # one user turn (not supervised)
+    turn_separator: str = ""  # written before every user turn but the first (not supervised)
     assistant_prefix: str = ""  # opens an assistant turn (not supervised); the generation prompt ends with it
     assistant_format: str = "{content}"  # the answer as written (supervised)
     end_of_turn: str = "{eos}"  # closes an answer (supervised; generation stops here)
     assistant_suffix: str = ""  # written after end_of_turn (not supervised)
-    add_bos: bool = True  # prepend the tokenizer's BOS id (as an id, never as text)
-    images_only_user: bool = False  # `plain`: a user turn is reduced to its <image> placeholders
+    add_bos: bool | None = True  # prepend the BOS id (never as text); None = iff the tokenizer itself adds one
+    images_only_user: bool = False  # `plain` training: a user turn is reduced to its <image> placeholders
+    generation_user_format: str | None = None  # a user turn in a generation prompt, if unlike training (plain)
     single_turn: bool = False  # `plain`: exactly one user + one assistant turn
+    stop: tuple[str, ...] = ()  # strings that end an answer (default: end_of_turn without surrounding spaces)
     special_tokens: tuple[str, ...] = ()  # markers that must be single tokens in the tokenizer
     use_chat_template: bool = False  # "auto": render with tokenizer.chat_template
 
 
+# The released checkpoints' templates, as mgm/conversation.py (769820c) writes them:
+# plain = conv_llava_plain (+ preprocess_plain), vicuna_v1 = conv_vicuna_v1 (SeparatorStyle.TWO),
+# llama_3 = conv_llama_3 (its assistant header really says "system"), gemma = conv_gemma,
+# mistral_instruct = conv_mistral_instruct (LLAMA_2 style), chatml_direct = conv_chatml_direct (MPT style).
 TEMPLATES: dict[str, Template] = {t.name: t for t in [
-    Template("plain", images_only_user=True, single_turn=True),
+    Template("plain", system_format="", end_of_turn="\n", add_bos=None, images_only_user=True,
+             generation_user_format="{content}\n", single_turn=True),
     Template("vicuna_v1", system=VICUNA_SYSTEM, system_format="{system} ", user_format="USER: {content} ",
-             assistant_prefix="ASSISTANT:", assistant_format=" {content}"),
+             assistant_prefix="ASSISTANT:", assistant_format=" {content}", end_of_turn="</s>",
+             special_tokens=("</s>",)),
     Template("llama_3", system=LLAMA3_SYSTEM,
              system_format="<|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>",
              user_format="<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>",
-             assistant_prefix="<|start_header_id|>assistant<|end_header_id|>\n\n", end_of_turn="<|eot_id|>",
+             assistant_prefix="<|start_header_id|>system<|end_header_id|>\n\n", end_of_turn="<|eot_id|>",
              special_tokens=("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")),
-    Template("gemma", system_in_user=True, user_format="<start_of_turn>user\n{content}<end_of_turn>\n",
-             assistant_prefix="<start_of_turn>model\n", end_of_turn="<end_of_turn>", assistant_suffix="\n",
-             special_tokens=("<start_of_turn>", "<end_of_turn>")),
-    Template("mistral_instruct", system_in_user=True, user_format="[INST] {content} [/INST]",
-             assistant_format=" {content}"),
+    Template("gemma", user_format="<start_of_turn>user\n{content}<end_of_turn>\n",
+             assistant_prefix="<start_of_turn>model\n", end_of_turn="<end_of_turn>\n<eos>",
+             stop=("<end_of_turn>", "<eos>"), special_tokens=("<start_of_turn>", "<end_of_turn>", "<eos>")),
+    Template("mistral_instruct", system_format="<<SYS>>\n{system}\n<</SYS>>\n\n", system_in_user=True,
+             user_format="[INST] {content} [/INST]", turn_separator="<s>", assistant_format=" {content} ",
+             end_of_turn="</s>", special_tokens=("<s>", "</s>")),
+    Template("chatml_direct", system="Answer the questions.", system_format="<|im_start|>system\n{system}<|im_end|>",
+             user_format="<|im_start|>user\n{content}<|im_end|>", assistant_prefix="<|im_start|>assistant\n",
+             end_of_turn="<|im_end|>", add_bos=False, special_tokens=("<|im_start|>", "<|im_end|>")),
     Template("chatml", system_format="<|im_start|>system\n{system}<|im_end|>\n",
              user_format="<|im_start|>user\n{content}<|im_end|>\n", assistant_prefix="<|im_start|>assistant\n",
              end_of_turn="<|im_end|>", assistant_suffix="\n", add_bos=False,
@@ -85,12 +104,15 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in [
     Template("auto", add_bos=False, use_chat_template=True),
 ]}
 TEMPLATES["qwen2"] = replace(TEMPLATES["chatml"], name="qwen2", system="You are a helpful assistant.")
-ALIASES = {"tokenizer": "auto", "v1": "vicuna_v1", "vicuna": "vicuna_v1", "llama3": "llama_3",
-           "mistral": "mistral_instruct", "qwen": "qwen2"}
+# the official conv_templates keys of the same conversations, then our own short names
+ALIASES = {"v1": "vicuna_v1", "v0_plain": "plain", "mistral_direct": "chatml_direct",
+           "tokenizer": "auto", "vicuna": "vicuna_v1", "llama3": "llama_3", "mistral": "mistral_instruct",
+           "qwen": "qwen2", "yi": "chatml_direct"}
+OFFICIAL_TEMPLATES = ("plain", "vicuna_v1", "llama_3", "gemma", "mistral_instruct", "chatml_direct")
 
 
 def get_template(name: str | Template) -> Template:
-    """The template called `name` (see `TEMPLATES`; "tokenizer" = "auto")."""
+    """The template called `name` (see `TEMPLATES`, `ALIASES`; "tokenizer" = "auto")."""
     if isinstance(name, Template):
         return name
     key = ALIASES.get(name, name)
@@ -153,81 +175,48 @@ def normalize_messages(conversation: Sequence[dict], sample_id: str | None = Non
 
 def render_segments(messages: Sequence[dict], template: str | Template, tokenizer: Any,
                     add_generation_prompt: bool = False) -> list[Segment]:
-    """Write normalized messages as text segments (supervised = assistant answers + end-of-turn)."""
+    """Write normalized messages as text segments (supervised = assistant answers + end-of-turn).
+
+    Turn contents are written as given (the official code does not strip them either; the dataset
+    has already moved a lone `<image>` to the front of its turn, as MGM's preprocess_multimodal).
+    """
     t = get_template(template)
     if t.use_chat_template:
-        return _chat_template_segments(list(messages), tokenizer, add_generation_prompt)
-    fill = {"eos": tokenizer.eos_token or "", "bos": tokenizer.bos_token or ""}
+        from .template_auto import chat_template_segments
+
+        return chat_template_segments(list(messages), tokenizer, add_generation_prompt)
+    fill = {"eos": getattr(tokenizer, "eos_token", None) or "", "bos": getattr(tokenizer, "bos_token", None) or ""}
     msgs = list(messages)
     system = msgs.pop(0)["content"] if msgs and msgs[0]["role"] == "system" else t.system
     if t.single_turn and len(msgs) > (1 if add_generation_prompt else 2):
         raise TemplateError(f"template {t.name!r} takes one user turn and one answer, got {len(msgs)} turns")
-    segs: list[Segment] = []
-    if system and not t.system_in_user and not t.images_only_user:
-        segs.append(Segment(t.system_format.format(system=system, **fill)))
+    system_text = t.system_format.format(system=system, **fill) if system else ""
+    segs = [Segment(system_text)] if not t.system_in_user else []
     answer = 0
     for i, m in enumerate(msgs):
-        content = m["content"].strip()
         if m["role"] == "user":
-            if t.images_only_user:
-                content = "<image>" * content.count("<image>")
-            elif i == 0 and system and t.system_in_user:
-                content = f"{system}\n\n{content}"
-            segs.append(Segment(t.user_format.format(content=content, **fill)))
-        else:
-            segs.append(Segment(t.assistant_prefix.format(**fill)))
-            segs.append(Segment(t.assistant_format.format(content=content, **fill) + t.end_of_turn.format(**fill),
-                                supervised=True, turn=answer))
-            if t.assistant_suffix:
-                segs.append(Segment(t.assistant_suffix.format(**fill)))
-            answer += 1
+            segs.append(Segment((t.turn_separator if i else "")
+                                + _user_text(t, m["content"], system_text if i == 0 else "", add_generation_prompt)))
+            continue
+        segs.append(Segment(t.assistant_prefix.format(**fill)))
+        segs.append(Segment(t.assistant_format.format(content=m["content"], **fill) + t.end_of_turn.format(**fill),
+                            supervised=True, turn=answer))
+        segs.append(Segment(t.assistant_suffix.format(**fill)))
+        answer += 1
     if add_generation_prompt:
         segs.append(Segment(t.assistant_prefix.format(**fill)))
     return [s for s in segs if s.text]
 
 
-def _render(tokenizer: Any, messages: list[dict], gen: bool) -> str:
-    if not getattr(tokenizer, "chat_template", None):
-        raise TemplateError(f"template 'auto' needs a tokenizer with a chat_template; "
-                            f"{type(tokenizer).__name__} has none: pick a named template instead")
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
-
-
-def _chat_template_segments(messages: list[dict], tokenizer: Any, add_generation_prompt: bool) -> list[Segment]:
-    """Render with the tokenizer's chat_template; assistant spans come from rendering prefixes."""
-    if messages and messages[0]["role"] == "system":
-        try:
-            shown = messages[0]["content"].strip() in _render(tokenizer, messages[:2], False)
-        except TemplateError:
-            raise
-        except Exception:  # noqa: BLE001 (jinja raise_exception: the template has no system role)
-            shown = False
-        if not shown:  # no system role (Gemma, Mistral): the system text opens the first user turn
-            system, first = messages[0]["content"], messages[1]
-            messages = [{"role": "user", "content": f"{system}\n\n{first['content']}"}] + messages[2:]
-    full = _render(tokenizer, messages, add_generation_prompt)
-    markers = sorted({str(s) for s in getattr(tokenizer, "all_special_tokens", []) if s}, key=len, reverse=True)
-    eot = re.compile(r"\s*(?:" + "|".join(map(re.escape, markers)) + ")") if markers else None
-    segs: list[Segment] = []
-    pos, answer = 0, 0
-    for k, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        before, upto = _render(tokenizer, messages[:k], True), _render(tokenizer, messages[:k + 1], False)
-        if not (full.startswith(before) and full.startswith(upto) and len(upto) > len(before)):
-            raise TemplateError("the tokenizer's chat_template does not render conversations prefix by prefix; "
-                                "template 'auto' cannot find the answers: pick a named template")
-        content = m["content"].strip()
-        at = full.find(content, len(before), len(upto))
-        if at < 0:
-            raise TemplateError(f"answer {answer} is not found verbatim in the chat_template rendering")
-        end = at + len(content)
-        match = eot.match(full, end, len(upto)) if eot else None
-        end = match.end() if match else end
-        segs += [Segment(full[pos:len(before)]), Segment(full[len(before):end], supervised=True, turn=answer)]
-        pos, answer = end, answer + 1
-    segs.append(Segment(full[pos:]))
-    return [s for s in segs if s.text]
+def _user_text(t: Template, content: str, system_text: str, generating: bool) -> str:
+    """One user turn; `system_text` is set for the first turn of a template with the system inside it."""
+    if generating and t.generation_user_format is not None:
+        return t.generation_user_format.format(content=content)
+    if t.images_only_user:
+        content = "<image>" * content.count("<image>")
+    if t.system_in_user:
+        content = system_text + content
+    return t.user_format.format(content=content)
 
 
 # ---- tokenization ------------------------------------------------------------------------------
@@ -300,7 +289,7 @@ def _tokenize_segments(segs: list[Segment], t: Template, processor: Any) -> tupl
     for s in segs:
         if s.supervised and image_token in s.text:
             raise TemplateError(f"an answer contains {image_token!r}; images belong in user turns", "image_in_answer")
-    ids: list[int] = [tok.bos_token_id] if t.add_bos and tok.bos_token_id is not None else []
+    ids: list[int] = [tok.bos_token_id] if needs_bos(t, tok) else []
     labels: list[int] = [IGNORE_INDEX] * len(ids)
     owner: list[int] = [-1] * len(ids)
     base = 0
@@ -355,22 +344,41 @@ def render_prompt(template: str | Template, messages: Sequence[dict], processor:
     return _tokenize_segments(segs, t, processor)[0]
 
 
-def needs_bos(template: str | Template) -> bool:
-    """Whether the template's prompt starts with the tokenizer's BOS id (not part of the rendered text)."""
-    return get_template(template).add_bos
+def needs_bos(template: str | Template, tokenizer: Any = None) -> bool:
+    """Whether the template's prompt starts with the tokenizer's BOS id (not part of the rendered text).
+
+    `add_bos=None` (plain) follows the tokenizer, as the official `tokenizer_image_token` does: BOS
+    iff `tokenizer(text)` starts with it (the answer needs `tokenizer`; without one it is True).
+    """
+    t = get_template(template)
+    if tokenizer is not None and getattr(tokenizer, "bos_token_id", None) is None:
+        return False
+    if t.add_bos is not None:
+        return t.add_bos
+    if tokenizer is None:
+        return True
+    return tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
 
 
 def stop_strings(template: str | Template, tokenizer: Any) -> list[str]:
-    """Strings that end an assistant turn (pass as `stop_strings` to `generate`, with the tokenizer)."""
+    """Strings that end an assistant turn (pass as `stop_strings` to `generate`, with the tokenizer).
+
+    The named templates stop where their trained answer ends (`Template.stop`, else the end-of-turn
+    marker): the official eval scripts stop at the EOS id (+ `<|eot_id|>` for llama_3), which these
+    markers precede or equal, so the decoded answer is the same.
+    """
     t = get_template(template)
     if t.use_chat_template:
-        segs = _chat_template_segments([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
-                                       tokenizer, False)
+        from .template_auto import chat_template_segments
+
+        segs = chat_template_segments([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
+                                      tokenizer, False)
         marker = next(s.text for s in segs if s.supervised).strip()[1:]
         return [marker] if marker else [tokenizer.eos_token]
-    return [t.end_of_turn.format(eos=tokenizer.eos_token or "", bos=tokenizer.bos_token or "")]
-
-
+    if t.stop:
+        return list(t.stop)
+    end = t.end_of_turn.format(eos=tokenizer.eos_token or "", bos=tokenizer.bos_token or "")
+    return [end.strip() or end]
 def stop_token_ids(template: str | Template, tokenizer: Any) -> list[int]:
     """Token ids that end generation: the end-of-turn marker(s) and the tokenizer's EOS."""
     out = []

@@ -57,9 +57,11 @@ FAMILIES: dict[str, tuple] = {
     "mistral": ("spm", "<s>", "</s>", "<unk>", "<unk>", ("[INST]", "[/INST]"), MISTRAL_CHAT_TEMPLATE),
     "qwen2": ("bpe", None, "<|im_end|>", "<|endoftext|>", None, ("<|im_start|>",), QWEN2_CHAT_TEMPLATE),
     "chatml": ("bpe", "<s>", "<|im_end|>", "<pad>", None, ("<|im_start|>",), CHATML_CHAT_TEMPLATE),
+    "yi": ("spm", "<|startoftext|>", "<|im_end|>", "<unk>", "<unk>", ("<|im_start|>", "<|endoftext|>"),
+           CHATML_CHAT_TEMPLATE),  # Nous-Hermes-2-Yi-34B (MGM-34B): ChatML markers, no BOS added
 }
 FAMILY_TEMPLATE = {"vicuna": "vicuna_v1", "llama3": "llama_3", "gemma": "gemma", "mistral": "mistral_instruct",
-                   "qwen2": "qwen2", "chatml": "chatml"}  # the conversation template each family is used with
+                   "qwen2": "qwen2", "chatml": "chatml", "yi": "chatml_direct"}  # the conversation template each family is used with
 BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]
 
 

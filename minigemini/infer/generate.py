@@ -110,7 +110,7 @@ class Generator:
         self.processor = processor
         self.template_name = template or getattr(model.config, "template", None) or processor.config.template
         self._template_stops, self._template_eos = template_stops(self.template_name, processor)
-        self._add_bos = template_needs_bos(self.template_name)
+        self._add_bos = template_needs_bos(self.template_name, processor)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None,
@@ -322,11 +322,11 @@ def render_chat_prompt(template: str, messages: Sequence[Message], processor: Mi
     return render_prompt(template, list(messages), processor)
 
 
-def template_needs_bos(template: str) -> bool:
+def template_needs_bos(template: str, processor: MiniGeminiProcessor | None = None) -> bool:
     """Whether prompts of this template start with the tokenizer's BOS id."""
     from minigemini.data.templates import needs_bos
 
-    return needs_bos(template)
+    return needs_bos(template, processor.tokenizer if processor is not None else None)
 
 
 def template_stops(template: str, processor: MiniGeminiProcessor) -> tuple[list[str], list[int]]:

@@ -19,9 +19,9 @@ import torch
 from safetensors import safe_open
 
 from .configuration import DEFAULT_HR_TOWER, DEFAULT_LR_TOWER, MiniGeminiConfig
+from .constants import IGNORE_INDEX
 
 MGM_IMAGE_TOKEN_INDEX = -200
-IGNORE_INDEX = -100
 
 # (MGM prefix, our prefix); the first match wins, so specific prefixes come first.
 KEY_MAP: list[tuple[str, str]] = [

@@ -15,13 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration import MiniGeminiConfig
+from .constants import IGNORE_INDEX
 from .mining import PatchInfoMining
 from .projector import build_projector
 from .towers import build_tower, merge_stage_maps
 
-IGNORE_INDEX = -100
 IMAGE_INPUT_KEYS = ("images", "images_aux", "lr_features", "hr_features")
 
 
@@ -38,7 +39,6 @@ class MiniGeminiPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _skip_keys_device_placement = ["past_key_values"]
 
     def _init_weights(self, module: nn.Module) -> None:
         if module is getattr(self, "mining", None) or module is getattr(self, "projector", None):
@@ -162,12 +162,13 @@ class MiniGeminiForCausalLM(MiniGeminiPreTrainedModel, GenerationMixin):
         return embeds.masked_scatter(image_mask.unsqueeze(-1), visual.to(embeds.dtype))
 
     # ---- forward -----------------------------------------------------------------------------
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # transformers 5.24 names the KV cache `cache`
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Any = None,
+        cache: Any = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         images: torch.Tensor | None = None,
@@ -187,12 +188,12 @@ class MiniGeminiForCausalLM(MiniGeminiPreTrainedModel, GenerationMixin):
             has_images = images is not None or lr_features is not None
             visual = self.encode_images(images, images_aux, lr_features, hr_features) if has_images else None
             inputs_embeds = self.embed_tokens(input_ids, visual)
-        lm_kwargs = dict(attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values,
+        lm_kwargs = dict(attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                          inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
         if labels is not None and self.config.supervised_logits_only:
             out = self.language_model.get_decoder()(**lm_kwargs)
             loss = self._supervised_loss(out.last_hidden_state, labels, num_items_in_batch)
-            return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=out.past_key_values,
+            return CausalLMOutputWithPast(loss=loss, logits=None, cache=out.cache,
                                           hidden_states=out.hidden_states, attentions=out.attentions)
         out = self.language_model(logits_to_keep=logits_to_keep, **lm_kwargs)
         loss = None
@@ -200,7 +201,7 @@ class MiniGeminiForCausalLM(MiniGeminiPreTrainedModel, GenerationMixin):
             shift = labels[:, 1:]
             keep = shift != IGNORE_INDEX
             loss = _cross_entropy(out.logits[:, :-1][keep], shift[keep], num_items_in_batch)
-        return CausalLMOutputWithPast(loss=loss, logits=out.logits, past_key_values=out.past_key_values,
+        return CausalLMOutputWithPast(loss=loss, logits=out.logits, cache=out.cache,
                                       hidden_states=out.hidden_states, attentions=out.attentions)
 
     def _supervised_loss(self, hidden: torch.Tensor, labels: torch.Tensor, num_items: Any) -> torch.Tensor:

@@ -140,6 +140,7 @@ def merge_lora(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = to
     from peft import PeftModel
 
     from ..config import load_config
+    from ..data.model_chat_template import set_chat_template
     from ..model.builder import build_model_and_processor
 
     run_dir = Path(run_dir)
@@ -149,6 +150,7 @@ def merge_lora(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = to
     cfg = load_config(cfg_file)
     cfg.model.pretrained_adapter = None  # the trained mining/projector are in the adapter (modules_to_save)
     model, processor = build_model_and_processor(cfg.model, dtype=dtype, corpus=cfg.data.train)
+    set_chat_template(processor)
     model = PeftModel.from_pretrained(model, str(run_dir)).merge_and_unload()
     model.eval()
     out = Path(out_dir)

@@ -183,6 +183,7 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     started = time.monotonic()
     from ..data.collate import DataCollator
     from ..data.dataset import LazySupervisedDataset
+    from ..data.model_chat_template import set_chat_template
     from ..model.builder import build_model_and_processor, resolve_tiny
     from .lora import apply_lora, lora_base_path, qlora_load_kwargs
     from .stages import PARTS, apply_stage, cast_frozen, format_report
@@ -209,6 +210,7 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
             spec = resolve_tiny(spec, cfg.data.train)
     spec.llm_load_kwargs = qlora_load_kwargs(lora, dtype)
     model, processor = build_model_and_processor(spec, dtype=dtype)
+    set_chat_template(processor)  # saved with every export
     if pack_length is not None:
         check_packing_support(model, spec.attn_implementation)
     if lora.enabled:

@@ -56,7 +56,7 @@ def test_caption_folder(tmp_path, tiny_model_dir, tiny_processor, capsys):
     assert _validate(out, folder, tiny_model_dir) == 0
     ds = LazySupervisedDataset(str(out), tiny_processor, template="plain", image_folder=folder, on_error="raise")
     sup = [t for t in ds[0]["labels"].tolist() if t != -100]
-    assert tiny_processor.decode(sup, skip_special_tokens=False) == "A green square.</s>"
+    assert tiny_processor.decode(sup, skip_special_tokens=False) == "A green square.\n"  # plain: caption + "\\n"
 
 
 def test_hf_dataset_with_embedded_images(tmp_path, tiny_model_dir, tiny_processor):

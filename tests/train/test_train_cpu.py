@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import TrainerCallback
+from transformers import AutoProcessor, TrainerCallback
 
 from minigemini import MiniGeminiForCausalLM, MiniGeminiProcessor
 from minigemini.cli import main as cli_main
@@ -53,6 +53,14 @@ def test_stage1_then_stage2_through_cli(overrides, tmp_path: Path, synthetic_dir
     batch = processor("USER: <image>\nWhat color is the big shape? ASSISTANT:",
                       images=[synthetic_dir / "images" / "train_000000.png"])
     assert torch.isfinite(model(**batch).logits).all()
+    from minigemini.data.model_chat_template import chat_template_for
+    from minigemini.infer.generate import Generator
+
+    auto = AutoProcessor.from_pretrained(s2)  # the export carries the model's chat template
+    assert type(auto) is MiniGeminiProcessor and auto.chat_template == chat_template_for(auto.config, auto.tokenizer)
+    messages = [{"role": "user", "content": "<image>\nWhat color is the big shape?"}]
+    assert auto.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == \
+        Generator(model, processor).chat_prompt(messages)
     with pytest.raises(SystemExit, match="unknown key.*training.lr.*valid keys of training"):
         cli_main(["train", str(TINY_PRETRAIN), "training.lr=1"])
 

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
+from transformers import AutoProcessor
 
 from minigemini import MiniGeminiForCausalLM
 from minigemini.cli import main as cli_main
 from minigemini.config import load_config
 from minigemini.data.collate import DataCollator
 from minigemini.data.dataset import LazySupervisedDataset
+from minigemini.data.model_chat_template import chat_template_for
 from minigemini.train.run import run_training
 
 TINY_LORA = Path(__file__).resolve().parents[2] / "configs" / "tiny" / "finetune_lora.yaml"
@@ -46,6 +48,8 @@ def test_lora_run_and_merge(overrides, tmp_path: Path, synthetic_dir: Path, tiny
     assert cli_main(["merge-lora", str(out), str(merged)]) == 0
     plain = MiniGeminiForCausalLM.from_pretrained(merged).eval()
     assert not any("lora" in k for k in plain.state_dict())
+    merged_processor = AutoProcessor.from_pretrained(merged)
+    assert merged_processor.chat_template == chat_template_for(plain.config, merged_processor.tokenizer)
 
     processor = result.trainer.processing_class
     dataset = LazySupervisedDataset(str(synthetic_dir / "train.json"), processor, image_folder=synthetic_dir)

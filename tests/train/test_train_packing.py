@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, FalconConfig, TrainerCallback
+from transformers import AutoModelForCausalLM, OPTConfig, TrainerCallback
 
 from minigemini.config import load_config
 from minigemini.data.feature_cache_build import build_feature_cache
@@ -97,19 +97,35 @@ def test_unsupported_attention_implementation_is_refused(overrides, tmp_path: Pa
         run_training(cfg)
 
 
+def _packed_sample_leaks(language_model: torch.nn.Module) -> bool:
+    """Independent of the probe: does sample [3, 2, 1] give other logits packed after [5, 6, 7] (positions reset
+    to 0) than alone? Then the model lets packed samples see each other."""
+    alone = torch.tensor([[3, 2, 1]])
+    packed = torch.tensor([[5, 6, 7, 3, 2, 1]])
+    with torch.no_grad():
+        ref = language_model(input_ids=alone, position_ids=torch.tensor([[0, 1, 2]]), use_cache=False).logits
+        out = language_model(input_ids=packed, position_ids=torch.tensor([[0, 1, 2, 0, 1, 2]]), use_cache=False).logits
+    return not torch.allclose(ref, out[:, 3:], rtol=1e-4, atol=1e-5)
+
+
 def test_llm_whose_mask_ignores_position_ids_is_refused() -> None:
     torch.manual_seed(0)
     for impl in ("sdpa", "eager"):
-        assert packing_problem(AutoModelForCausalLM.from_config(tiny_text_config("llama"), attn_implementation=impl)) \
-            is None
-    falcon = AutoModelForCausalLM.from_config(FalconConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1,
-                                                           num_attention_heads=4, alibi=False))
-    falcon.train()
-    assert "FalconForCausalLM does not build its attention mask from position_ids" in packing_problem(falcon)
-    assert falcon.training  # the probe restores the mode
-    with pytest.raises(ValueError, match=r"cannot be used with this LLM .*FalconForCausalLM.*use another LLM; "
+        llama = AutoModelForCausalLM.from_config(tiny_text_config("llama"), attn_implementation=impl).eval()
+        assert not _packed_sample_leaks(llama)
+        assert packing_problem(llama) is None
+    # OPT (transformers 5.24) builds its causal mask without position_ids (Falcon, used here before, now
+    # honours the resets): a real model whose packed samples attend to the ones before them.
+    opt = AutoModelForCausalLM.from_config(OPTConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=4, ffn_dim=64, word_embed_proj_dim=32),
+                                           attn_implementation="sdpa").eval()
+    assert _packed_sample_leaks(opt)
+    opt.train()
+    assert "OPTForCausalLM does not build its attention mask from position_ids" in packing_problem(opt)
+    assert opt.training  # the probe restores the mode
+    with pytest.raises(ValueError, match=r"cannot be used with this LLM .*OPTForCausalLM.*use another LLM; "
                                          r"or .*data\.packing=false"):
-        check_packing_support(SimpleNamespace(language_model=falcon), "sdpa")
+        check_packing_support(SimpleNamespace(language_model=opt), "sdpa")
 
 
 def test_pack_length_errors(overrides, tmp_path: Path, synthetic_dir: Path, tiny_base: Path) -> None:

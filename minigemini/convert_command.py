@@ -1,4 +1,8 @@
-"""`minigemini convert`: official MGM checkpoint folder -> a minigemini model folder."""
+"""`minigemini convert`: official MGM checkpoint folder -> a minigemini model folder.
+
+Lives at the top level (like `demo.py`) because it joins model/ (the conversion) and data/ (the
+chat template written with the processor), which model/ may not import.
+"""
 
 from __future__ import annotations
 
@@ -20,13 +24,15 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoTokenizer
 
-    from .convert import convert_mgm_checkpoint
-    from .processing import MiniGeminiProcessor
+    from .data.model_chat_template import set_chat_template
+    from .model.convert import convert_mgm_checkpoint
+    from .model.processing import MiniGeminiProcessor
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.mgm_folder, trust_remote_code=False)
     model = convert_mgm_checkpoint(args.mgm_folder, image_token_id=None if args.tokenizer is None else None,
                                    dtype=getattr(torch, args.dtype))
     processor = MiniGeminiProcessor(tokenizer, model.config)
+    set_chat_template(processor)
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
     n = sum(p.numel() for p in model.parameters())
