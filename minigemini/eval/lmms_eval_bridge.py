@@ -34,12 +34,13 @@ import torch
 from tqdm import tqdm
 
 try:
+    from lmms_eval.api.instance import GenerationResult as _GenerationResult
     from lmms_eval.api.model import lmms as _LmmsBase
 
     HAVE_LMMS_EVAL = True
 except ImportError:  # optional extra
     HAVE_LMMS_EVAL = False
-    _LmmsBase = object
+    _LmmsBase = _GenerationResult = object
 
 MODEL_ID = "minigemini"
 AUTO_MAX_BATCH_SIZE = 16
@@ -51,6 +52,29 @@ def lmms_eval_manifest() -> Any:
     from lmms_eval.models.registry_v2 import ModelManifest
 
     return ModelManifest(model_id=MODEL_ID, simple_class_path=f"{__name__}.MiniGeminiLMMS")
+
+
+class Scored(tuple, _GenerationResult):  # type: ignore[misc, valid-type]
+    """A `(loss, is_greedy)` tuple that lmms-eval 0.7.x's evaluator keeps intact.
+
+    Its `unwrap_generation_output` (lmms_eval/api/instance.py) turns every response that is not a `str`
+    or a `GenerationResult` into `str(response)`, which breaks every multiple_choice task with a plain
+    tuple; this tuple is also a `GenerationResult` whose `text` is the plain tuple, so it passes as is.
+    """
+
+    def __new__(cls, loss: float, greedy: bool) -> "Scored":
+        return super().__new__(cls, (float(loss), bool(greedy)))
+
+    def __init__(self, loss: float, greedy: bool) -> None:  # the values live in the tuple
+        pass
+
+    @property
+    def text(self) -> tuple[float, bool]:  # type: ignore[override]
+        return (self[0], self[1])
+
+    @property
+    def token_counts(self) -> None:  # type: ignore[override]
+        return None
 
 
 class ModelLoadError(SystemExit):
@@ -228,7 +252,7 @@ class MiniGeminiLMMS(_LmmsBase):  # type: ignore[misc, valid-type]
         return out
 
     @torch.inference_mode()
-    def score(self, question: str, answer: str, images: Sequence[Any] = (), where: str = "") -> tuple[float, bool]:
+    def score(self, question: str, answer: str, images: Sequence[Any] = (), where: str = "") -> Scored:
         """(mean cross-entropy of `answer` as the reply to `question`, whether greedy decoding gives it)."""
         from minigemini.data.templates import tokenize_conversation
 
@@ -246,7 +270,7 @@ class MiniGeminiLMMS(_LmmsBase):  # type: ignore[misc, valid-type]
         keep = target != -100
         logp = logits[0, :-1][keep].float().log_softmax(-1)
         picked = logp.gather(-1, target[keep][:, None])[:, 0]
-        return float(-picked.mean()), bool((logp.argmax(-1) == target[keep]).all())
+        return Scored(float(-picked.mean()), bool((logp.argmax(-1) == target[keep]).all()))
 
     def generate_until_multi_round(self, requests: Sequence[Any]) -> list[str]:
         raise NotImplementedError("multi-round generation is not supported by the minigemini bridge")

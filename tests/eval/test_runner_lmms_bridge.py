@@ -73,7 +73,12 @@ def test_loglikelihood_returns_the_loss_as_llava_does(tiny_model, tiny_processor
                 _request("loglikelihood", ("Is the square green?", lambda doc: doc["answer"], to_visual, 0, "t", "val"),
                          1),
                 _request("loglikelihood", ("", " yes"), 2)]  # mutual information: lmms-eval sends 2 args
-    (loss_yes, _), (loss_no, _), (loss_uncond, greedy_uncond) = lm.loglikelihood(requests)
+    results = lm.loglikelihood(requests)
+    (loss_yes, _), (loss_no, _), (loss_uncond, greedy_uncond) = results
+    from lmms_eval.api.instance import unwrap_generation_output
+
+    # lmms-eval's evaluator str()s responses it does not know; ours must reach the scorer as the tuple
+    assert unwrap_generation_output(results[0]) == ((loss_yes, results[0][1]), None)
     template = generator.template_name
     q = "<image>\nIs the square green?"
     assert loss_yes == pytest.approx(_independent_loss(tiny_model, tiny_processor, template, q, " yes", [image]),
