@@ -98,6 +98,13 @@ def parse_batch_size(value: int | str) -> int | None:
     raise ValueError(f"--model_args batch_size={value!r}: use a positive integer, 'auto' or 'auto:N'")
 
 
+def _positive_int(name: str, value: int | str) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"--model_args {name}={value!r}: use a positive integer")
+    return int(text)
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether `exc` is a device out-of-memory error (what `batch_size=auto` recovers from)."""
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
@@ -116,10 +123,10 @@ class MiniGeminiLMMS(_LmmsBase):  # type: ignore[misc, valid-type]
         super().__init__()
         try:
             self._fixed_batch = parse_batch_size(batch_size)
-            self._batch = self._fixed_batch or parse_batch_size(max_batch_size or AUTO_MAX_BATCH_SIZE)
+            self._batch = self._fixed_batch or _positive_int("max_batch_size", max_batch_size or AUTO_MAX_BATCH_SIZE)
+            self.default_max_new_tokens = _positive_int("max_new_tokens", max_new_tokens)
         except ValueError as exc:
             _fail(str(exc))
-        self.default_max_new_tokens = int(max_new_tokens)
         self.generator = generator if generator is not None else _load(pretrained, device, torch_dtype or dtype,
                                                                         template)
         self.pretrained = pretrained or MODEL_ID

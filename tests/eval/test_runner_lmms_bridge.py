@@ -143,6 +143,10 @@ def test_create_from_arg_string_merges_cli_arguments(tiny_model_dir):
     assert info.value.code == 2 and isinstance(info.value, SystemExit)
     with pytest.raises(bridge.ModelLoadError, match="batch_size='many'"):
         cls.create_from_arg_string(f"pretrained={tiny_model_dir},batch_size=many", {})
+    with pytest.raises(bridge.ModelLoadError, match="max_new_tokens='lots'"):
+        cls.create_from_arg_string(f"pretrained={tiny_model_dir},max_new_tokens=lots", {})
+    with pytest.raises(bridge.ModelLoadError, match="max_batch_size='auto'"):
+        cls.create_from_arg_string(f"pretrained={tiny_model_dir},batch_size=auto,max_batch_size=auto", {})
 
 
 def test_bridge_without_lmms_eval_refuses_clearly(monkeypatch):
