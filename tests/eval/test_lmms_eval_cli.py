@@ -122,6 +122,7 @@ def _samples(out: Path, task: str) -> list[dict]:
     return sorted(rows, key=lambda r: r["doc_id"])
 
 
+@pytest.mark.slow  # a subprocess: lmms-eval indexes its ~200 task folders first (about a minute here)
 def test_lmms_eval_runs_generate_until_and_multiple_choice(tmp_path, tiny_model, tiny_processor, tiny_model_dir):
     generator = Generator(tiny_model, tiny_processor)
     template = generator.template_name
@@ -164,6 +165,7 @@ def test_lmms_eval_runs_generate_until_and_multiple_choice(tmp_path, tiny_model,
     assert results["mg_local_mc"]["acc,none"] == 1.0
 
 
+@pytest.mark.slow
 def test_lmms_eval_exits_nonzero_when_the_model_cannot_load(tmp_path):
     proc = _run_lmms_eval(["--model", "minigemini", "--model_args", f"pretrained={tmp_path / 'missing'},batch_size=1",
                            "--tasks", "mme"], tmp_path)

@@ -6,6 +6,7 @@ chosen so that one row stops after a few tokens while others run to the token li
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 
 from minigemini.eval.runner import generate_answers
@@ -66,8 +67,6 @@ def test_runner_batch_eight_equals_batch_one(generator, image_files, tmp_path):
 
 
 def test_bridge_batched_equals_batch_one(tiny_model, tiny_processor, image_files):
-    import pytest
-
     pytest.importorskip("lmms_eval")
     from lmms_eval.api.instance import Instance
 
