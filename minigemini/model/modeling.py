@@ -216,6 +216,35 @@ class MiniGeminiForCausalLM(MiniGeminiPreTrainedModel, GenerationMixin):
             logits = logits * scale
         return _cross_entropy(logits, shift[keep], num_items)
 
+    def _expand_inputs_for_generation(self, expand_size: int = 1, is_encoder_decoder: bool = False,
+                                      input_ids: torch.LongTensor | None = None, **model_kwargs: Any) -> tuple:
+        """Beam search / several sequences per prompt repeat every ROW; image inputs are stacked per IMAGE
+        (a row may hold several), so each row's own images are repeated with it (HF's repeat_interleave
+        over the image stack would give row 0's beams image 0 twice)."""
+        images = {k: model_kwargs.pop(k) for k in IMAGE_INPUT_KEYS if model_kwargs.get(k) is not None}
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids,
+                                                                        **model_kwargs)
+        if images and expand_size > 1 and input_ids is not None:
+            index = self._image_index_per_row(input_ids[::expand_size], expand_size, images)
+            for key, value in images.items():
+                images[key] = [v.index_select(0, index) for v in value] if isinstance(value, (list, tuple)) \
+                    else value.index_select(0, index)
+        return input_ids, {**model_kwargs, **images}
+
+    def _image_index_per_row(self, input_ids: torch.Tensor, expand_size: int, images: dict[str, Any]) -> torch.Tensor:
+        """Indices into the image stack giving each row's images `expand_size` times, row after row."""
+        first = next(iter(images.values()))
+        n_images = (first[0] if isinstance(first, (list, tuple)) else first).shape[0]
+        slots = (input_ids == self.config.image_token_id).sum(1)
+        per_image, rest = divmod(int(slots.sum()), max(n_images, 1))
+        if rest or not per_image or bool((slots % per_image).any()):
+            raise ValueError(f"input_ids hold {int(slots.sum())} image tokens for {n_images} images; "
+                             "each <image> must expand to the same number of ids (use MiniGeminiProcessor)")
+        counts = (slots // per_image).tolist()
+        starts = [sum(counts[:b]) for b in range(len(counts))]
+        rows = [torch.arange(s, s + c).repeat(expand_size) for s, c in zip(starts, counts)]
+        return torch.cat(rows).to(first[0].device if isinstance(first, (list, tuple)) else first.device)
+
     def prepare_inputs_for_generation(self, *args: Any, is_first_iteration: bool | None = False, **kwargs: Any) -> dict:
         """Images are consumed at prefill; later steps read them from the KV cache."""
         model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)

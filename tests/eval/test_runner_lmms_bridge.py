@@ -1,94 +1,48 @@
-"""lmms-eval bridge: registration, generate_until and loglikelihood on the tiny model.
+"""lmms-eval bridge against the REAL lmms-eval 0.7.x: registry entry point, generate_until, loglikelihood.
 
-lmms-eval is an optional extra and is not installed here: the bridge is then exercised against a
-minimal stand-in of lmms-eval's model API (base class, registry, Instance). With lmms-eval
-installed, the real classes are used instead.
+The end-to-end runs of `python -m lmms_eval` (local task YAMLs + local data) are in
+test_lmms_eval_cli.py; these tests drive the bridge class in-process with lmms-eval's own Instance.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-import types
-from dataclasses import dataclass, field
 
 import pytest
 import torch
 from PIL import Image
 
-from minigemini.infer.generate import GenerationOptions, Generator
+pytest.importorskip("lmms_eval", reason="lmms-eval is the `eval` extra (make test installs it)")
+from lmms_eval.api.instance import Instance  # noqa: E402
 
-BRIDGE = "minigemini.eval.lmms_eval_bridge"
-
-
-def _fake_lmms_eval() -> dict[str, types.ModuleType]:
-    """The few names of lmms-eval's API the bridge touches."""
-    pkg, api = types.ModuleType("lmms_eval"), types.ModuleType("lmms_eval.api")
-    model_mod, registry, instance = (types.ModuleType(f"lmms_eval.api.{n}") for n in ("model", "registry", "instance"))
-
-    class lmms:  # noqa: N801 - lmms-eval's name
-        def __init__(self) -> None:
-            self.task_dict: dict = {}
-            self.cache_hook = types.SimpleNamespace(add_partial=lambda *a: None)
-
-    registry.MODEL_REGISTRY = {}
-
-    def register_model(*names):
-        def decorate(cls):
-            assert issubclass(cls, lmms)
-            for n in names:
-                registry.MODEL_REGISTRY[n] = cls
-            return cls
-        return decorate
-
-    @dataclass
-    class Instance:
-        request_type: str
-        arguments: tuple
-        idx: int
-        metadata: dict = field(default_factory=dict)
-
-        @property
-        def args(self):
-            return self.arguments
-
-    model_mod.lmms, registry.register_model, instance.Instance = lmms, register_model, Instance
-    pkg.api, api.model, api.registry, api.instance = api, model_mod, registry, instance
-    return {"lmms_eval": pkg, "lmms_eval.api": api, "lmms_eval.api.model": model_mod,
-            "lmms_eval.api.registry": registry, "lmms_eval.api.instance": instance}
+from minigemini.data.templates import tokenize_conversation  # noqa: E402
+from minigemini.eval import lmms_eval_bridge as bridge  # noqa: E402
+from minigemini.infer.generate import GenerationOptions, Generator  # noqa: E402
 
 
-@pytest.fixture()
-def lmms_api(monkeypatch):
-    """(bridge module, registry module, Instance class): the real lmms-eval if installed, else the stand-in."""
-    try:
-        import lmms_eval.api.instance  # noqa: F401
-    except ImportError:
-        for name, module in _fake_lmms_eval().items():
-            monkeypatch.setitem(sys.modules, name, module)
-    sys.modules.pop(BRIDGE, None)
-    bridge = importlib.import_module(BRIDGE)
-    yield bridge, sys.modules["lmms_eval.api.registry"], sys.modules["lmms_eval.api.instance"].Instance
-    sys.modules.pop(BRIDGE, None)
+def _request(kind: str, args: tuple, idx: int = 0) -> Instance:
+    return Instance(request_type=kind, arguments=args, idx=idx, metadata={"task": "t", "doc_id": idx, "repeats": 1})
 
 
-def _request(Instance, kind: str, args: tuple, idx: int):
-    return Instance(request_type=kind, arguments=args, idx=idx,
-                    metadata={"task": args[4], "doc_id": args[3], "repeats": 1})
+def test_entry_point_registers_the_model():
+    from lmms_eval.models import MODEL_REGISTRY_V2, get_model
+
+    assert MODEL_REGISTRY_V2.resolve("minigemini").class_path == "minigemini.eval.lmms_eval_bridge.MiniGeminiLMMS"
+    assert get_model("minigemini") is bridge.MiniGeminiLMMS
+    assert bridge.lmms_eval_manifest().model_id == "minigemini"
 
 
-def test_bridge_generate_until_matches_generator(lmms_api, tiny_model, tiny_processor):
-    bridge, registry, Instance = lmms_api
-    assert bridge.HAVE_LMMS_EVAL and registry.MODEL_REGISTRY["minigemini"] is bridge.MiniGeminiLMMS
+def test_generate_until_batched_matches_generator(tiny_model, tiny_processor):
     generator = Generator(tiny_model, tiny_processor)
     lm = bridge.MiniGeminiLMMS(generator=generator, batch_size=2)
     docs = [{"image": Image.new("RGB", (40, 30), (200, 0, 0))}, {"image": Image.new("RGB", (30, 50), (0, 0, 200))},
             {"image": None}]
-    lm.task_dict = {"fake_task": {"test": docs}}
+    lm.task_dict = {"t": {"test": docs}}
     gen_kwargs = {"until": ["\n\n"], "max_new_tokens": 5, "temperature": 0}
     to_visual = lambda doc: [doc["image"]] if doc["image"] is not None else []  # noqa: E731
     questions = ["Is there a red square?", "<image>\nWhat colour?", "Just text."]
-    requests = [_request(Instance, "generate_until", (q, dict(gen_kwargs), to_visual, i, "fake_task", "test"), i)
+    requests = [_request("generate_until", (q, dict(gen_kwargs), to_visual, i, "t", "test"), i)
                 for i, q in enumerate(questions)]
     answers = lm.generate_until(requests)
     prompts = [generator.question_prompt("<image>\nIs there a red square?"),
@@ -100,40 +54,111 @@ def test_bridge_generate_until_matches_generator(lmms_api, tiny_model, tiny_proc
         lm.generate_until_multi_round(requests)
 
 
-def test_bridge_loglikelihood(lmms_api, tiny_model, tiny_processor):
-    bridge, _, Instance = lmms_api
+def _independent_loss(model, processor, template: str, question: str, answer: str, images: list) -> float:
+    """The model's own training loss (labels from the training tokenizer) for `answer` after `question`."""
+    ids, labels = tokenize_conversation([{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
+                                        template, processor)
+    pixels = processor.preprocess_images(images) if images else {}
+    with torch.inference_mode():
+        return float(model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels]), **pixels).loss)
+
+
+def test_loglikelihood_returns_the_loss_as_llava_does(tiny_model, tiny_processor):
     generator = Generator(tiny_model, tiny_processor)
     lm = bridge.MiniGeminiLMMS(generator=generator)
     image = Image.new("RGB", (40, 40), (0, 150, 0))
-    lm.task_dict = {"t": {"val": [{"image": image}]}}
-    context = "Is the square green?"
-    prompt = generator.question_prompt("<image>\n" + context)
-    batch = generator.encode([prompt], [[image]])
+    lm.task_dict = {"t": {"val": [{"image": image, "answer": " no"}]}}
+    to_visual = lambda doc: [doc["image"]]  # noqa: E731
+    requests = [_request("loglikelihood", ("Is the square green?", " yes", to_visual, 0, "t", "val"), 0),
+                _request("loglikelihood", ("Is the square green?", lambda doc: doc["answer"], to_visual, 0, "t", "val"),
+                         1),
+                _request("loglikelihood", ("", " yes"), 2)]  # mutual information: lmms-eval sends 2 args
+    results = lm.loglikelihood(requests)
+    (loss_yes, _), (loss_no, _), (loss_uncond, greedy_uncond) = results
+    from lmms_eval.api.instance import unwrap_generation_output
+
+    # lmms-eval's evaluator str()s responses it does not know; ours must reach the scorer as the tuple
+    assert unwrap_generation_output(results[0]) == ((loss_yes, results[0][1]), None)
+    template = generator.template_name
+    q = "<image>\nIs the square green?"
+    assert loss_yes == pytest.approx(_independent_loss(tiny_model, tiny_processor, template, q, " yes", [image]),
+                                     rel=1e-5)
+    assert loss_no == pytest.approx(_independent_loss(tiny_model, tiny_processor, template, q, " no", [image]),
+                                    rel=1e-5)
+    assert loss_uncond == pytest.approx(_independent_loss(tiny_model, tiny_processor, template, "", " yes", []),
+                                        rel=1e-5)
+    assert loss_yes > 0 and loss_no > 0 and loss_yes != loss_no and isinstance(greedy_uncond, bool)
+    with pytest.raises(ValueError, match="empty continuation"):
+        lm.loglikelihood([_request("loglikelihood", ("Is it?", " ", to_visual, 0, "t", "val"))])
+
+
+def test_loglikelihood_greedy_flag(tiny_model, tiny_processor):
+    """is_greedy is True exactly when the answer (+ end of turn) is what greedy decoding produces."""
+    generator = Generator(tiny_model, tiny_processor)
+    lm = bridge.MiniGeminiLMMS(generator=generator)
+    prompt = generator.question_prompt("Hello")
+    batch = generator.encode([prompt])
     with torch.inference_mode():
-        logp = tiny_model(**batch).logits[0, -1].log_softmax(-1)
-    ctx_ids = tiny_processor.tokenize(prompt, add_bos=True)
-    # a continuation that tokenizes to exactly one id after the prompt: its log-prob is known
-    for token_id in logp.argsort(descending=True).tolist():
-        text = tiny_processor.tokenizer.decode([token_id])
-        if text.strip() and tiny_processor.tokenize(prompt + text, add_bos=True) == ctx_ids + [token_id]:
-            break
-    else:
-        pytest.fail("no single-token continuation found")
-    args = (context, text, lambda doc: [doc["image"]], 0, "t", "val")
-    (logprob, greedy), (empty_lp, empty_greedy) = lm.loglikelihood(
-        [_request(Instance, "loglikelihood", args, 0), _request(Instance, "loglikelihood", (context, "", *args[2:]), 1)])
-    assert logprob == pytest.approx(float(logp[token_id]), abs=1e-4)
-    assert greedy == (token_id == int(logp.argmax()))
-    assert (empty_lp, empty_greedy) == (0.0, True)
+        first = int(tiny_model(**batch).logits[0, -1].argmax())
+    assert lm.score("Hello", tiny_processor.tokenizer.decode([first]) + "zzqx")[1] is False
+    loss, greedy = lm.score("Hello", " the")
+    assert loss > 0 and isinstance(greedy, bool)
+
+
+def test_batch_size_and_model_args():
+    assert bridge.parse_batch_size(4) == 4 and bridge.parse_batch_size("8") == 8
+    assert bridge.parse_batch_size("auto") is None and bridge.parse_batch_size("auto:3") is None
+    for bad in ("0", "-1", "big", "auto:x"):
+        with pytest.raises(ValueError, match="batch_size"):
+            bridge.parse_batch_size(bad)
+
+
+def test_auto_batch_size_halves_on_out_of_memory(tiny_model, tiny_processor):
+    lm = bridge.MiniGeminiLMMS(generator=Generator(tiny_model, tiny_processor), batch_size="auto", max_batch_size=8)
+    assert lm.batch_size == 8
+    seen: list[list[int]] = []
+
+    def run(chunk: list[int]) -> None:
+        if len(chunk) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        seen.append(chunk)
+
+    lm._in_batches(list(range(7)), run)
+    assert seen == [[0, 1], [2, 3], [4, 5], [6]] and lm.batch_size == 2
+    fixed = bridge.MiniGeminiLMMS(generator=Generator(tiny_model, tiny_processor), batch_size=8)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        fixed._in_batches(list(range(7)), run)
+
+
+def test_create_from_arg_string_merges_cli_arguments(tiny_model_dir):
+    cls = bridge.MiniGeminiLMMS
+    lm = cls.create_from_arg_string(f"pretrained={tiny_model_dir},batch_size=3,dtype=float32",
+                                    {"batch_size": 1, "max_batch_size": None, "device": "cpu"})
+    assert lm.batch_size == 3 and lm.device.type == "cpu" and lm.generator.model.dtype == torch.float32
+    with pytest.raises(bridge.ModelLoadError, match="unknown --model_args") as info:
+        cls.create_from_arg_string(f"pretrained={tiny_model_dir},batchsize=3", {})
+    assert info.value.code == 2
+    with pytest.raises(bridge.ModelLoadError, match="cannot load model") as info:
+        cls.create_from_arg_string("pretrained=/nowhere/model", {"batch_size": 1})
+    assert info.value.code == 2 and isinstance(info.value, SystemExit)
+    with pytest.raises(bridge.ModelLoadError, match="batch_size='many'"):
+        cls.create_from_arg_string(f"pretrained={tiny_model_dir},batch_size=many", {})
+    with pytest.raises(bridge.ModelLoadError, match="max_new_tokens='lots'"):
+        cls.create_from_arg_string(f"pretrained={tiny_model_dir},max_new_tokens=lots", {})
+    with pytest.raises(bridge.ModelLoadError, match="max_batch_size='auto'"):
+        cls.create_from_arg_string(f"pretrained={tiny_model_dir},batch_size=auto,max_batch_size=auto", {})
 
 
 def test_bridge_without_lmms_eval_refuses_clearly(monkeypatch):
+    name = "minigemini.eval.lmms_eval_bridge"
     monkeypatch.setitem(sys.modules, "lmms_eval", None)  # import fails as if not installed
-    sys.modules.pop(BRIDGE, None)
+    monkeypatch.setitem(sys.modules, "lmms_eval.api", None)
+    monkeypatch.setitem(sys.modules, "lmms_eval.api.model", None)
+    monkeypatch.delitem(sys.modules, name)
+    fresh = importlib.import_module(name)
     try:
-        bridge = importlib.import_module(BRIDGE)
-        assert not bridge.HAVE_LMMS_EVAL
+        assert not fresh.HAVE_LMMS_EVAL
         with pytest.raises(ImportError, match="lmms-eval is not installed"):
-            bridge.MiniGeminiLMMS(pretrained="x")
+            fresh.MiniGeminiLMMS(pretrained="x")
     finally:
-        sys.modules.pop(BRIDGE, None)
+        sys.modules[name] = bridge
