@@ -46,7 +46,8 @@ class WebApp:
         self.model_name = model_name
         self.image_generator = image_generator
         self.imagegen_error = imagegen_error
-        self.files_dir = str(files_dir or tempfile.mkdtemp(prefix="minigemini-web-"))
+        self.files_dir = str(files_dir or tempfile.mkdtemp(prefix="minigemini-web-"))  # generated images
+        Path(self.files_dir).mkdir(parents=True, exist_ok=True)
 
     # ---- what the page says about the model ----------------------------------------------------
     def info(self) -> str:
