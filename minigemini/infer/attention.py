@@ -60,15 +60,15 @@ class AttentionMap:
             w = w * keep
         return w.transpose(0, 2, 1, 3).reshape(g * m, g * m)
 
-    def overlay(self, token: int | None = None, alpha: float = 0.6) -> Image.Image:
-        """The HR image with the map as a heat overlay (scaled to its maximum), the LR image beside it;
-        with `token`, its window and LR patch are outlined."""
+    def overlay(self, token: int | None = None, alpha: float = 0.6, side: int | None = None) -> Image.Image:
+        """The HR image with the map as a heat overlay (scaled to its maximum), the LR image beside it,
+        each `side` pixels (default: the HR size); with `token`, its window and LR patch are outlined."""
         heat = self.hr_map(token)
-        side = self.hr_image.size[0]
+        side = side or self.hr_image.size[0]
         heat_img = Image.fromarray(_colour(heat / max(float(heat.max()), 1e-12))).resize((side, side), Image.NEAREST)
         mask = Image.fromarray((alpha * 255 * (heat > 0) if token is not None else np.full(heat.shape, alpha * 255))
                                .astype(np.uint8)).resize((side, side), Image.NEAREST)
-        hr = self.hr_image.convert("RGB").copy()
+        hr = self.hr_image.convert("RGB").resize((side, side), Image.BICUBIC)
         hr.paste(heat_img, (0, 0), mask)
         lr = self.lr_image.convert("RGB").resize((side, side), Image.NEAREST)
         if token is not None:

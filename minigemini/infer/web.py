@@ -121,7 +121,7 @@ class WebApp:
         caption = (f"Image {k + 1}, {view_name} view: patch-info-mining weights of {which} over its own "
                    f"{view.cells}x{view.cells} HR cells (left: HR image, right: LR image; brighter = more weight; "
                    f"each window's weights sum to 1).")
-        return view.overlay(None if token_i == ALL_TOKENS else token_i), caption
+        return view.overlay(None if token_i == ALL_TOKENS else token_i, side=max(view.hr_image.size[0], 384)), caption
 
     # ---- internals --------------------------------------------------------------------------------
     def _attach(self, chat: WebChat, files: list[str]) -> None:
@@ -232,12 +232,13 @@ def build_page(app: WebApp) -> Any:
                 with gr.Accordion("Generation settings", open=False):
                     temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)")
                     top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p (1 = off)")
-                    max_tokens = gr.Slider(1, 2048, value=512, step=1, label="Max new tokens")
+                    max_tokens = gr.Slider(1, 2048, value=512, step=1, label="Max new tokens", elem_id="max-tokens")
         with gr.Accordion("Where did it look? (patch-info-mining attention)", open=False, elem_id="attention"):
             with gr.Row():
                 choice = gr.Dropdown(label="Image / view", choices=[], elem_id="attention-choice")
                 token = gr.Slider(ALL_TOKENS, 0, value=ALL_TOKENS, step=1, label="LR token (-1 = all)")
-            overlay = gr.Image(label="HR image with the attention map | LR image", type="pil", elem_id="overlay")
+            overlay = gr.Image(label="HR image with the attention map | LR image", type="pil", elem_id="overlay",
+                               height=400)
             caption = gr.Markdown("Ask a question about an image: the map of that answer appears here.",
                                   elem_id="attention-caption")
         outputs = [state, chatbot, status, question, files, choice, token, overlay, caption]
@@ -262,7 +263,7 @@ def load_image_generator(spec: str | None, device: str, dtype: str) -> tuple[Any
     try:
         return ImageGenerator.from_pretrained(spec, device=device, dtype=dtype), None
     except Exception as exc:  # ImportError (no diffusers), OSError (missing/bad folder), ValueError ...
-        log.warning("image generation pipeline %s did not load", spec, exc_info=True)
+        log.warning("image generation pipeline %s did not load: %s", spec, exc)
         return None, f"the pipeline {spec!r} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0]})"
 
 

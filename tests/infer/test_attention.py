@@ -48,6 +48,7 @@ def test_answer_with_attention_returns_the_answer_and_that_pass_maps(generator, 
         assert one.sum() == pytest.approx(1.0, abs=1e-5) and one[8:16, 16:24].sum() == pytest.approx(1.0, abs=1e-5)
         assert view.hr_image.size == (128, 128) and view.lr_image.size == (56, 56)
         assert view.overlay().size == view.overlay(token=3).size == (2 * 128 + 8, 128)
+        assert view.overlay(side=200).size == (2 * 200 + 8, 200)
         with pytest.raises(ValueError, match="out of range"):
             view.hr_map(token=16)
 

@@ -52,7 +52,7 @@ def test_answer_streams_and_equals_the_chat_answer(app, generator, image_files):
     assert final[TOKEN]["maximum"] == 15
     assert isinstance(final[OVERLAY], Image.Image) and "every LR token" in final[CAPTION]
     image, caption = app.attention_view(chat, "image 1 · main", 5)
-    assert image.size == (2 * 128 + 8, 128) and "LR token 5 (row 1, column 1)" in caption
+    assert image.size == (2 * 384 + 8, 384) and "LR token 5 (row 1, column 1)" in caption
     assert app.attention_view(chat, "image 1 · main", 16)[1].startswith("⚠️ This view has 16 LR tokens")
 
     again = last(app.regenerate(chat, *SETTINGS))
