@@ -105,6 +105,8 @@ class WebApp:
 
     def attention_view(self, chat: WebChat | None, choice: str | None, token: float) -> tuple[Any, str]:
         """The overlay (HR image + map, LR image beside it) for the chosen image/view and LR token (-1 = all)."""
+        if self.generator.model.mining is None:
+            return None, "This model has no HR branch (LR only), so there is no patch-info-mining attention."
         maps = chat.session.attention if chat is not None else None
         if not maps or not choice:
             return None, "Ask a question about an image: the map of that answer appears here."

@@ -111,3 +111,15 @@ def test_generated_image_and_its_prompt_appear_in_the_chat(generator, tiny_pipel
     assert chat.display[-2] == {"role": "assistant", "content": "Image prompt: a red fox in snow"}
     path = chat.display[-1]["content"]["path"]
     assert path.startswith(str(tmp_path)) and Image.open(path).size == (40, 24)
+
+
+def test_lr_only_model_chats_and_says_why_there_is_no_map(tiny_processor, image_files, tmp_path):
+    from minigemini import MiniGeminiConfig, MiniGeminiForCausalLM, MiniGeminiProcessor
+
+    cfg = MiniGeminiConfig.tiny(use_hr=False)
+    torch_model = MiniGeminiForCausalLM(cfg).eval()
+    app = WebApp(Generator(torch_model, MiniGeminiProcessor(tiny_processor.tokenizer, cfg)), files_dir=tmp_path)
+    assert "LR only (no HR branch)" in app.info()
+    out = last(app.send(None, "What is it?", [str(image_files[0])], *SETTINGS))
+    assert out[STATUS] == "Done." and out[CHOICE]["choices"] == [] and out[OVERLAY] is None
+    assert out[CAPTION] == "This model has no HR branch (LR only), so there is no patch-info-mining attention."
