@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 AREAS = [
     "minigemini.train.commands",  # train, merge-lora
     "minigemini.eval.commands",  # eval
-    "minigemini.infer.commands",  # chat, serve
+    "minigemini.infer.commands",  # chat, serve, web
     "minigemini.data.commands",  # prep validate|convert|synthetic|cache-features
     "minigemini.model.commands",  # convert (official MGM checkpoints)
     "minigemini.demo",  # demo

@@ -90,10 +90,9 @@ class PatchInfoMining(nn.Module):
         q = self.query(lr).unsqueeze(2)  # [B, N, 1, C]
         k = self.key(windows)  # [B, N, M^2, C]
         v = self.value(windows)
-        if self.keep_attention:  # the weights SDPA would use, kept; same output
+        if self.keep_attention:  # the weights SDPA uses (SDPA does not return them); the output stays SDPA's
             att = ((q @ k.transpose(-1, -2)) / math.sqrt(k.shape[-1])).softmax(dim=-1)
             self.attention = att.squeeze(2).detach()
-            return (att @ v).squeeze(2)
         return F.scaled_dot_product_attention(q, k, v).squeeze(2)
 
     def forward(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:

@@ -120,6 +120,8 @@ def picture(path: Path) -> Path:
 def test_web_page_in_headless_chromium(browser_page, web_server, tiny_model_dir, tmp_path):
     page = browser_page
     image = picture(tmp_path / "picture.png")
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
     page.goto(web_server)
     page.wait_for_selector("#model-info")
     info = page.inner_text("#model-info")
@@ -175,3 +177,5 @@ def test_web_page_in_headless_chromium(browser_page, web_server, tiny_model_dir,
     status = page.inner_text("#status")
     assert status.startswith("⚠️ Cannot use notes.png: it is not an image this model can read") and \
         "Traceback" not in page.content()
+    elsewhere = [u for u in urls if not u.startswith((web_server, "data:", "blob:"))]
+    assert not elsewhere, f"the page contacted other hosts: {elsewhere[:5]}"  # nothing phones home
