@@ -123,3 +123,17 @@ def test_lr_only_model_chats_and_says_why_there_is_no_map(tiny_processor, image_
     out = last(app.send(None, "What is it?", [str(image_files[0])], *SETTINGS))
     assert out[STATUS] == "Done." and out[CHOICE]["choices"] == [] and out[OVERLAY] is None
     assert out[CAPTION] == "This model has no HR branch (LR only), so there is no patch-info-mining attention."
+
+
+def test_hd_model_with_two_images_offers_grid_and_global_views(tiny_processor, image_files, tmp_path):
+    from minigemini import MiniGeminiConfig, MiniGeminiForCausalLM, MiniGeminiProcessor
+
+    cfg = MiniGeminiConfig.tiny(hd=True)
+    torch_model = MiniGeminiForCausalLM(cfg).eval()
+    app = WebApp(Generator(torch_model, MiniGeminiProcessor(tiny_processor.tokenizer, cfg)), files_dir=tmp_path)
+    out = last(app.send(None, "Which is brighter?", [str(p) for p in image_files], *SETTINGS))
+    assert out[STATUS] == "Done."
+    assert out[CHOICE]["choices"] == ["image 1 · grid", "image 1 · global", "image 2 · grid", "image 2 · global"]
+    assert out[CHOICE]["value"] == "image 2 · grid" and out[TOKEN]["maximum"] == 63  # 2x2 crops of 4x4 tokens
+    image, caption = app.attention_view(out[STATE], "image 1 · global", 15)
+    assert image.size == (2 * 384 + 8, 384) and "Image 1, global view" in caption and "8x8 HR cells" in caption

@@ -167,6 +167,12 @@ def test_web_page_in_headless_chromium(browser_page, web_server, tiny_model_dir,
 
     page.click("#send")  # empty question
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('Type a question first')")
+    page.click("#regenerate")  # greedy: the same answer again, in place of the old one
+    page.wait_for_function("() => document.querySelector('#status').innerText.trim().startsWith('Done')",
+                           timeout=300_000)
+    assert page.locator("#chatbot [data-testid='bot']").count() == 1
+    page.locator("#chatbot button[aria-label='Copy message']").last.click()
+    assert page.evaluate("navigator.clipboard.readText()") == answer
     not_image = tmp_path / "notes.png"
     not_image.write_text("plain text, not an image")
     page.set_input_files("#uploads input[type=file]", str(not_image))
@@ -177,5 +183,8 @@ def test_web_page_in_headless_chromium(browser_page, web_server, tiny_model_dir,
     status = page.inner_text("#status")
     assert status.startswith("⚠️ Cannot use notes.png: it is not an image this model can read") and \
         "Traceback" not in page.content()
+    page.click("#clear")
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Conversation cleared')")
+    assert page.locator("#chatbot [data-testid='bot']").count() == 0
     elsewhere = [u for u in urls if not u.startswith((web_server, "data:", "blob:"))]
     assert not elsewhere, f"the page contacted other hosts: {elsewhere[:5]}"  # nothing phones home
