@@ -238,7 +238,8 @@ def build_page(app: WebApp) -> Any:
         with gr.Accordion("Where did it look? (patch-info-mining attention)", open=False, elem_id="attention"):
             with gr.Row():
                 choice = gr.Dropdown(label="Image / view", choices=[], elem_id="attention-choice")
-                token = gr.Slider(ALL_TOKENS, 0, value=ALL_TOKENS, step=1, label="LR token (-1 = all)")
+                token = gr.Slider(ALL_TOKENS, 0, value=ALL_TOKENS, step=1, label="LR token (-1 = all)",
+                                  elem_id="attention-token")
             overlay = gr.Image(label="HR image with the attention map | LR image", type="pil", elem_id="overlay",
                                height=400)
             caption = gr.Markdown("Ask a question about an image: the map of that answer appears here.",
@@ -251,7 +252,7 @@ def build_page(app: WebApp) -> Any:
         clear.click(app.clear, [state], outputs)
         choice.change(lambda c, name: gr.update(maximum=max(_token_count(c, name) - 1, 0), value=ALL_TOKENS),
                       [state, choice], [token])
-        for event in (choice.change, token.release):
+        for event in (choice.change, token.change):
             event(app.attention_view, [state, choice, token], [overlay, caption])
     return page
 

@@ -164,6 +164,11 @@ def test_web_page_in_headless_chromium(browser_page, web_server, tiny_model_dir,
         out.mkdir(parents=True, exist_ok=True)
         Image.open(shot).convert("RGB").quantize(colors=128).save(out / "web.png", optimize=True)  # small for git
 
+    page.fill("#attention-token input[type=number]", "5")  # one LR token's window
+    page.press("#attention-token input[type=number]", "Enter")
+    page.wait_for_function("() => document.querySelector('#attention-caption').innerText.includes("
+                           "'LR token 5 (row 1, column 1)')")
+
     page.click("#send")  # empty question
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('Type a question first')")
     page.click("#regenerate")  # greedy: the same answer again, in place of the old one
