@@ -22,7 +22,7 @@ AREAS = [
     "minigemini.train.commands",  # train, merge-lora
     "minigemini.train.plan",  # plan (memory per GPU under ZeRO)
     "minigemini.eval.commands",  # eval
-    "minigemini.infer.commands",  # chat, serve
+    "minigemini.infer.commands",  # chat, serve, web
     "minigemini.data.commands",  # prep validate|convert|synthetic|cache-features
     "minigemini.convert_command",  # convert (official MGM checkpoints)
     "minigemini.demo",  # demo

@@ -10,9 +10,10 @@ answer's `<h>...</h>` description is drawn by a diffusers pipeline (see `imagege
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .generate import GenerationOptions, Generator, ImageLike
 from .imagegen import DEFAULT_MARKERS, DEFAULT_TRIGGER, add_generation_request, images_for_answer
@@ -25,8 +26,10 @@ class ChatSession:
 
     def __init__(self, generator: Generator, images: Sequence[ImageLike] = (), options: GenerationOptions | None = None,
                  system: str | None = None, image_generator: Any = None, image_out: str | Path = "chat_images",
-                 markers: Sequence[str] = DEFAULT_MARKERS, trigger: str = DEFAULT_TRIGGER) -> None:
+                 markers: Sequence[str] = DEFAULT_MARKERS, trigger: str = DEFAULT_TRIGGER,
+                 keep_attention: bool = False) -> None:
         self.generator = generator
+        self.keep_attention = keep_attention  # record the mining maps of every answer in `attention`
         self.options = options or GenerationOptions(max_new_tokens=512)
         self.system = system
         self.image_generator = image_generator
@@ -41,6 +44,8 @@ class ChatSession:
         self.messages: list[dict[str, str]] = [{"role": "system", "content": self.system}] if self.system else []
         self.images: list[ImageLike] = []
         self.pending: list[ImageLike] = []
+        self.asked: list[tuple[str, int]] = []  # per turn: the user's text and how many images it brought
+        self.attention: list[Any] | None = None  # ImageAttention per image of the last answer (keep_attention)
         self.turn = 0
 
     def add_image(self, image: ImageLike) -> None:
@@ -67,20 +72,59 @@ class ChatSession:
 
     def ask(self, text: str, on_piece: Callable[[str], None] | None = None) -> str:
         """The model's answer to `text` (streamed piece by piece to `on_piece` if given); kept in the history."""
+        if on_piece is None:
+            message, images, prompt = self._prepare(text)
+            with self._recording() as recorder:
+                answer = self.generator.generate([prompt], [images], self.options)[0]
+            return self._commit(text, message, images, answer, recorder)
+        pieces = []
+        for piece in self.ask_stream(text):
+            pieces.append(piece)
+            on_piece(piece)
+        return self.messages[-1]["content"]
+
+    def ask_stream(self, text: str) -> Iterator[str]:
+        """The answer to `text` piece by piece as it is generated; kept in the history once complete."""
+        message, images, prompt = self._prepare(text)
+        pieces = []
+        with self._recording() as recorder:
+            for piece in self.generator.stream(prompt, images, self.options):
+                pieces.append(piece)
+                yield piece
+        self._commit(text, message, images, "".join(pieces).strip(), recorder)
+
+    def undo(self) -> str:
+        """Forget the last turn (its images are attached to the next message again); returns its text."""
+        if not self.asked:
+            raise ValueError("there is no answer to redo yet; ask something first")
+        text, n_new = self.asked.pop()
+        del self.messages[-2:]
+        self.pending = self.images[len(self.images) - n_new:] + self.pending
+        self.images = self.images[:len(self.images) - n_new]
+        self.turn -= 1
+        return text
+
+    def _prepare(self, text: str) -> tuple[str, list[ImageLike], str]:
         message = self.user_message(text)
         images = [*self.images, *self.pending]
         prompt = self.generator.chat_prompt([*self.messages, {"role": "user", "content": message}])
-        if on_piece is None:
-            answer = self.generator.generate([prompt], [images], self.options)[0]
-        else:
-            pieces = []
-            for piece in self.generator.stream(prompt, images, self.options):
-                pieces.append(piece)
-                on_piece(piece)
-            answer = "".join(pieces).strip()
+        return message, images, prompt
+
+    def _recording(self) -> Any:
+        from .attention import record
+
+        return record(self.generator.model) if self.keep_attention else contextlib.nullcontext()
+
+    def _commit(self, text: str, message: str, images: list[ImageLike], answer: str, recorder: Any) -> str:
         self.messages += [{"role": "user", "content": message}, {"role": "assistant", "content": answer}]
+        self.asked.append((text, len(self.pending)))
         self.images, self.pending = images, []
         self.turn += 1
+        self.attention = None
+        if recorder is not None and recorder.weights is not None:
+            from .attention import split_by_image
+
+            self.attention = split_by_image(recorder.weights, self.generator.processor, images)
         return answer
 
     def draw(self, answer: str) -> dict[str, Any] | None:
@@ -107,6 +151,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--template", default=None, help="override the conversation template named in the model config")
+    p.add_argument("--save-attention", default=None, metavar="DIR",
+                   help="after each answer write the patch-info-mining attention maps to DIR: "
+                        "turn<N>_img<k>_<view>.png (HR overlay + LR image), .npy and turn<N>.safetensors")
     add_image_generation_arguments(p)
     p.set_defaults(func=run)
 
@@ -130,9 +177,15 @@ def add_image_generation_arguments(p: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> GenerationOptions:
     """Decoding options from CLI arguments (temperature 0 = greedy)."""
-    sample = args.temperature > 0
-    return GenerationOptions(max_new_tokens=args.max_new_tokens, do_sample=sample,
-                             temperature=args.temperature if sample else 1.0, top_p=args.top_p, seed=args.seed)
+    return decoding_options(args.max_new_tokens, args.temperature, args.top_p, args.seed)
+
+
+def decoding_options(max_new_tokens: int, temperature: float, top_p: float | None = None,
+                     seed: int | None = None) -> GenerationOptions:
+    """Greedy when `temperature` is 0, else sampling at that temperature (the CLI's and the web page's rule)."""
+    sample = temperature > 0
+    return GenerationOptions(max_new_tokens=int(max_new_tokens), do_sample=sample,
+                             temperature=temperature if sample else 1.0, top_p=top_p, seed=seed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,13 +200,28 @@ def run(args: argparse.Namespace) -> int:
     generator = Generator.from_pretrained(args.model, device=args.device, dtype=args.dtype, template=args.template)
     session = ChatSession(generator, args.image, options_from_args(args), system=args.system,
                           image_generator=image_generator, image_out=args.image_out, markers=args.gen_markers,
-                          trigger=args.gen_trigger)
+                          trigger=args.gen_trigger, keep_attention=args.save_attention is not None)
     if args.prompt is not None:
         answer = session.ask(args.prompt)
         print(answer)
         report_images(session.draw(answer))
+        report_attention(session, args.save_attention)
         return 0
-    return interactive(session)
+    return interactive(session, args.save_attention)
+
+
+def report_attention(session: ChatSession, folder: str | None) -> None:
+    """Save the last answer's mining maps under `folder` (when asked) and say where."""
+    if folder is None:
+        return
+    if not session.attention:
+        print("[no attention maps: this turn encoded no image]", file=sys.stderr)
+        return
+    from .attention import save_attention
+
+    files = save_attention(session.attention, folder, f"turn{session.turn}")
+    print(f"[attention maps saved: {', '.join(str(f) for f in files if f.suffix == '.png')} (+ .npy, "
+          f"{files[-1].name})]", file=sys.stderr)
 
 
 def report_images(record: dict[str, Any] | None) -> None:
@@ -167,7 +235,7 @@ def report_images(record: dict[str, Any] | None) -> None:
         print(f"[no image description in the answer{why}]", file=sys.stderr)
 
 
-def interactive(session: ChatSession) -> int:
+def interactive(session: ChatSession, attention_dir: str | None = None) -> int:
     """The terminal loop: read a line, stream the answer; /image, /reset, /quit."""
     print(f"minigemini chat ({session.generator.template_name} template). {HELP}", file=sys.stderr)
     while True:
@@ -205,3 +273,4 @@ def interactive(session: ChatSession) -> int:
             continue
         print()
         report_images(session.draw(answer))
+        report_attention(session, attention_dir)

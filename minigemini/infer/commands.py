@@ -1,4 +1,4 @@
-"""CLI commands of the inference area: `minigemini chat` and `minigemini serve`."""
+"""CLI commands of the inference area: `minigemini chat`, `minigemini serve` and `minigemini web`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `chat` and `serve` (their modules import torch only when run)."""
-    from . import chat, serve
+    """Add `chat`, `serve` and `web` (their modules import torch/gradio only when run)."""
+    from . import chat, serve, web
 
     chat.register(subparsers)
     serve.register(subparsers)
+    web.register(subparsers)

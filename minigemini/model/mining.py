@@ -14,6 +14,10 @@ without affine, and LN_k = g_k * n + b_k, K_j = W_k LN_k(hr_j) + c_k,
 so the per-cell work is two C_hr-wide dot products instead of two C_hr x C_lr projections — about
 40x fewer FLOPs for MGM's shapes (M^2 = 64 cells per token) and no [B, N, M^2, C_lr] K/V tensors.
 The result equals the direct formula up to float rounding (`mine_reference` keeps the direct form).
+
+Attention maps: set `keep_attention = True` and every call stores its softmax weights in
+`attention` ([B, N, M^2]: LR token i's weights over the M x M cells of its own window, row-major),
+detached, from the very pass that computes the output (no second forward).
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class PatchInfoMining(nn.Module):
         self.query = nn.Sequential(nn.LayerNorm(lr_dim), nn.Linear(lr_dim, lr_dim))
         self.key = nn.Sequential(nn.LayerNorm(hr_dim), nn.Linear(hr_dim, lr_dim))
         self.value = nn.Sequential(nn.LayerNorm(hr_dim), nn.Linear(hr_dim, lr_dim))
+        self.keep_attention = False  # opt-in: store the weights of the last call in `attention`
+        self.attention: torch.Tensor | None = None
 
     def mine(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         """The mined HR embedding (att . V) for each LR token, before the residual: [B, N, C_lr]."""
@@ -69,6 +75,8 @@ class PatchInfoMining(nn.Module):
         q_hr = q @ lin_k.weight  # W_k^T q: [B, N, C_hr]
         scores = normed @ (q_hr * (ln_k.weight * scale)).unsqueeze(-1)  # [B, N, M^2, 1]
         att = scores.squeeze(-1).softmax(dim=-1)
+        if self.keep_attention:
+            self.attention = att.detach()
         pooled = (att.unsqueeze(-2) @ normed).squeeze(-2)  # sum_j a_j n_j: [B, N, C_hr]
         mined = lin_v(pooled * ln_v.weight + ln_v.bias)
         # The key biases shift all scores of a window equally: their gradient is exactly zero. Keep
@@ -82,6 +90,9 @@ class PatchInfoMining(nn.Module):
         q = self.query(lr).unsqueeze(2)  # [B, N, 1, C]
         k = self.key(windows)  # [B, N, M^2, C]
         v = self.value(windows)
+        if self.keep_attention:  # the weights SDPA uses (SDPA does not return them); the output stays SDPA's
+            att = ((q @ k.transpose(-1, -2)) / math.sqrt(k.shape[-1])).softmax(dim=-1)
+            self.attention = att.squeeze(2).detach()
         return F.scaled_dot_product_attention(q, k, v).squeeze(2)
 
     def forward(self, lr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
