@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "files (missing, unreadable, too small), and with --tokenizer the template and the "
                                    "length with image tokens. Exit code 1 when any problem is found.")
     v.add_argument("data", help="LLaVA JSON/JSONL file, parquet file or save_to_disk folder")
-    v.add_argument("--image-folder", default=None, help="folder the records' image paths are relative to")
+    v.add_argument("--image-folder", default=None, help="folder the records' image paths are relative to (default: "
+                                                         "the data file's folder, as in training); printed")
     v.add_argument("--template", default=None, help="conversation template (default: the model's, else vicuna_v1)")
     v.add_argument("--tokenizer", default=None, help="model folder saved by minigemini, or a plain tokenizer folder")
     v.add_argument("--num-image-tokens", type=int, default=None, help="image tokens per <image> (plain tokenizer)")
@@ -46,11 +47,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser("convert", help="CSV/JSONL table, caption folder or HF dataset -> LLaVA JSON",
                        description="Converts image + question/answer (or image + caption) data into LLaVA JSON. "
-                                   "Embedded images (bytes/PIL) are written to --images-out.")
+                                   "A column option naming a column the data lacks is an error listing the columns; "
+                                   "rows without text or with a missing image file are listed and not written. "
+                                   "Embedded images (bytes/PIL) are written to --images-out. Image paths in OUT are "
+                                   "relative to OUT's folder (where validate and training look by default).")
     c.add_argument("src", help=".csv/.tsv/.jsonl/.json table, .parquet, save_to_disk folder, or image folder "
                                "with .txt captions")
     c.add_argument("out", help="output LLaVA JSON file")
     c.add_argument("--images-out", default=None, help="where embedded images go (default: OUT's folder/images)")
+    c.add_argument("--image-folder", default=None,
+                   help="folder the table's relative image paths are relative to (default: the table's folder)")
+    c.add_argument("--text-only", action="store_true", help="the data has no image column (text-only records)")
     for col in ("image", "question", "answer", "caption", "id"):
         c.add_argument(f"--{col}-column", default=col, help=f"column holding the {col} (default {col!r})")
     c.add_argument("--prompt", default=None, help="user prompt for caption data (default: 'Describe the image "
@@ -110,11 +117,16 @@ def run_convert(args: argparse.Namespace) -> int:
     """`prep convert`: write the LLaVA JSON; exit 1 if some rows could not be converted."""
     from .convert import DEFAULT_CAPTION_PROMPT, Columns, convert
 
-    cols = Columns(image=args.image_column, question=args.question_column, answer=args.answer_column,
+    cols = Columns(image=None if args.text_only else args.image_column, question=args.question_column, answer=args.answer_column,
                    caption=args.caption_column, id=args.id_column)
     result = convert(args.src, args.out, cols, images_out=args.images_out, prompt=args.prompt or DEFAULT_CAPTION_PROMPT,
-                     split=args.split, progress=not args.no_progress)
-    print(f"wrote {result.written} records to {result.out} ({result.images_written} embedded images saved)")
+                     split=args.split, progress=not args.no_progress, image_folder=args.image_folder)
+    print(f"wrote {result.written} records to {result.out} ({result.images_written} embedded images saved, "
+          f"{result.text_only} records without an image)")
+    print(f"image paths are relative to {result.image_root.resolve()} (the default image folder of prep validate "
+          "and training for this file)")
+    if result.unused_columns:
+        print(f"columns not used: {', '.join(result.unused_columns)}")
     if result.problems:
         print(f"{len(result.problems)} rows NOT converted:", file=sys.stderr)
         for where, why in result.problems[:20]:

@@ -182,6 +182,7 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
 
     from ..data.collate import DataCollator
     from ..data.dataset import LazySupervisedDataset
+    from ..data.records import default_image_folder
     from ..model.builder import build_model_and_processor, resolve_tiny
     from .lora import apply_lora, qlora_load_kwargs
     from .stages import PARTS, apply_stage, cast_frozen, format_report
@@ -221,7 +222,7 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         print(text, flush=True)
     dataset = LazySupervisedDataset(
         cfg.data.train, processor, template=cfg.data.template or None,
-        image_folder=cfg.data.image_folder or str(Path(cfg.data.train[0]).parent),
+        image_folder=cfg.data.image_folder or default_image_folder(cfg.data.train[0]),
         max_length=cfg.model.model_max_length, on_error="skip")  # fail-fast is decided by the trainer on all ranks
     collator = DataCollator.from_processor(processor, return_sample_ids=True)
     if cfg.data.feature_cache:  # frozen-tower features from `minigemini prep cache-features` (checked: not stale)
