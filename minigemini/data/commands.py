@@ -1,8 +1,9 @@
 """`minigemini prep ...`: validate | convert | synthetic (| cache-features, added by its own module).
 
-Hook for more `prep` subcommands: add `name: "module.path"` to `EXTRA_PREP_COMMANDS`; the module
-exposes `HELP` (one line), `add_arguments(parser)` and `run(args) -> int` (exit code), with its
-heavy imports inside `run`. A listed module that does not exist yet is simply not offered.
+Hook for more `prep` subcommands: add `name: ("module.path", "one-line help")` to `EXTRA_PREP_COMMANDS`;
+the module exposes `add_arguments(parser)` and `run(args) -> int` (exit code). It is imported only
+when its subcommand is used (so `minigemini --help` and the other `prep` commands never load torch).
+A listed module that does not exist yet is simply not offered.
 """
 
 from __future__ import annotations
@@ -12,16 +13,41 @@ import importlib
 import importlib.util
 import sys
 
-EXTRA_PREP_COMMANDS = {
-    "cache-features": "minigemini.data.feature_cache_build",  # precomputed frozen-tower features
+EXTRA_PREP_COMMANDS = {  # name -> (module, help)
+    "cache-features": ("minigemini.data.feature_cache_build",
+                       "precompute frozen LR/HR tower features for a data set (faster stage-1 training)"),
 }
+
+
+class LazyModuleParser(argparse.ArgumentParser):
+    """A subcommand parser whose module (`lazy_module`: add_arguments + run) is imported on first use."""
+
+    def __init__(self, *args: object, lazy_module: str | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_module = lazy_module
+
+    def _load(self) -> None:
+        if self.lazy_module:
+            module = importlib.import_module(self.lazy_module)
+            self.lazy_module = None
+            self.description = self.description or module.__doc__
+            module.add_arguments(self)
+            self.set_defaults(func=module.run)
+
+    def parse_known_args(self, args: list[str] | None = None, namespace: argparse.Namespace | None = None):  # type: ignore[override]
+        self._load()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._load()
+        return super().format_help()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `prep` and its subcommands to the `minigemini` parser."""
     prep = subparsers.add_parser("prep", help="prepare data: validate, convert, synthetic, ...",
                                  description="Data preparation tools (see data_prep/README.md).")
-    sub = prep.add_subparsers(dest="prep_command", metavar="PREP_COMMAND")
+    sub = prep.add_subparsers(dest="prep_command", metavar="PREP_COMMAND", parser_class=LazyModuleParser)
     prep.set_defaults(func=lambda args: (prep.print_help(), 2)[1])
 
     v = sub.add_parser("validate", help="check every record of a training set; summary + located problems",
@@ -66,20 +92,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=run_convert)
 
-    from . import synthetic
+    sub.add_parser("synthetic", help="write the synthetic detail-VQA set (demo / tests)",
+                   lazy_module="minigemini.data.synthetic")  # numpy + PIL load only when it runs
 
-    s = sub.add_parser("synthetic", help="write the synthetic detail-VQA set (demo / tests)",
-                       description=synthetic.__doc__.splitlines()[0])
-    synthetic.add_arguments(s)
-    s.set_defaults(func=synthetic.run)
-
-    for name, module_name in EXTRA_PREP_COMMANDS.items():  # the hook (e.g. cache-features)
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=getattr(module, "HELP", None), description=module.__doc__)
-        module.add_arguments(p)
-        p.set_defaults(func=module.run)
+    for name, (module_name, help_text) in EXTRA_PREP_COMMANDS.items():  # the hook (e.g. cache-features)
+        if importlib.util.find_spec(module_name) is not None:
+            sub.add_parser(name, help=help_text, lazy_module=module_name)
 
 
 def run_validate(args: argparse.Namespace) -> int:

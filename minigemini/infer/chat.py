@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from .generate import GenerationOptions, Generator, ImageLike
 from .imagegen import DEFAULT_MARKERS, DEFAULT_TRIGGER, add_generation_request, images_for_answer
+
+if TYPE_CHECKING:  # torch loads only when a chat runs, so `minigemini --help` stays fast
+    from .generate import GenerationOptions, Generator, ImageLike
 
 HELP = "commands: /image PATH (attach to the next message), /reset (new conversation), /quit"
 
@@ -26,6 +28,8 @@ class ChatSession:
     def __init__(self, generator: Generator, images: Sequence[ImageLike] = (), options: GenerationOptions | None = None,
                  system: str | None = None, image_generator: Any = None, image_out: str | Path = "chat_images",
                  markers: Sequence[str] = DEFAULT_MARKERS, trigger: str = DEFAULT_TRIGGER) -> None:
+        from .generate import GenerationOptions
+
         self.generator = generator
         self.options = options or GenerationOptions(max_new_tokens=512)
         self.system = system
@@ -130,6 +134,8 @@ def add_image_generation_arguments(p: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> GenerationOptions:
     """Decoding options from CLI arguments (temperature 0 = greedy)."""
+    from .generate import GenerationOptions
+
     sample = args.temperature > 0
     return GenerationOptions(max_new_tokens=args.max_new_tokens, do_sample=sample,
                              temperature=args.temperature if sample else 1.0, top_p=args.top_p, seed=args.seed)
@@ -144,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         image_generator = ImageGenerator.from_pretrained(
             args.diffusion_model, device=args.device, dtype=args.dtype, height=args.gen_height,
             width=args.gen_width, num_inference_steps=args.gen_steps, guidance_scale=args.gen_guidance)
+    from .generate import Generator
+
     generator = Generator.from_pretrained(args.model, device=args.device, dtype=args.dtype, template=args.template)
     session = ChatSession(generator, args.image, options_from_args(args), system=args.system,
                           image_generator=image_generator, image_out=args.image_out, markers=args.gen_markers,

@@ -245,3 +245,6 @@ def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor, num_items: Any) 
     if isinstance(denom, torch.Tensor):
         denom = denom.to(total.device)
     return total / max(denom, 1) if not isinstance(denom, torch.Tensor) else total / denom.clamp(min=1)
+
+
+AutoModelForCausalLM.register(MiniGeminiConfig, MiniGeminiForCausalLM, exist_ok=True)
