@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from minigemini.logs import setup as setup_output
+
+    setup_output(verbose_output=getattr(args, "verbose", False))  # quiet unless the command's --verbose
     try:
         result = args.func(args)
     except (ValueError, OSError) as exc:  # bad input (config, data, paths): the message says what to do

@@ -16,6 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted overrides, e.g. training.learning_rate=1e-3 training.output_dir=runs/x")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--verbose", action="store_true", help="show the Trainer's log dicts, the trainable-parts table, "
+                                                          "info logs and dependency warnings")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run_train)
 
@@ -43,12 +45,19 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import time
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+    from .progress import summary_line
     from .run import finish_distributed, run_training
 
+    start = time.perf_counter()
     result = run_training(cfg)
     finish_distributed()
-    print(f"done: {result.global_step} steps, output in {result.output_dir}")
+    if result.trainer is None or result.trainer.is_world_process_zero():
+        print(f"stage {cfg.training.stage}: {summary_line(result, time.perf_counter() - start)}")
+        print(f"output in {result.output_dir}")
     return 0
 
 

@@ -184,7 +184,9 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     from ..data.dataset import LazySupervisedDataset
     from ..data.records import default_image_folder
     from ..model.builder import build_model_and_processor, resolve_tiny
+    from ..logs import verbose
     from .lora import apply_lora, qlora_load_kwargs
+    from .progress import use_quiet_progress
     from .stages import PARTS, apply_stage, cast_frozen, format_report
     from .trainer import MiniGeminiTrainer
 
@@ -218,7 +220,7 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         quantized = lora.enabled and lora.bits in (4, 8)
         cast_frozen(model, frozen_dtype, parts=("vision_lr", "vision_hr") if quantized else PARTS)
     text = format_report(report, t.stage + (" + LoRA" if lora.enabled else ""))
-    if args.should_save:
+    if args.should_save and verbose():  # quiet: the caller prints one summary line (progress.summary_line)
         print(text, flush=True)
     dataset = LazySupervisedDataset(
         cfg.data.train, processor, template=cfg.data.template or None,
@@ -238,6 +240,7 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=processor,
         mm_learning_rate=t.mm_learning_rate, nan_policy=t.nan_policy, on_bad_sample=cfg.data.on_bad_sample,
         group_by_modality_length=cfg.data.group_by_modality_length, callbacks=list(callbacks) or None)
+    use_quiet_progress(trainer, f"stage {t.stage}")
     if args.should_save:
         sampler = trainer._get_train_sampler()
         sampler_info = {"sampler": type(sampler).__name__, "seed": args.data_seed if args.data_seed is not None
@@ -259,7 +262,8 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     skipped = trainer.skip_report()
     if args.should_save:
         (Path(t.output_dir) / "skipped_samples.json").write_text(json.dumps(skipped, indent=2))
-        print(skip_summary(skipped, Path(t.output_dir) / "skipped_samples.json"), flush=True)
+        if verbose() or skipped["count"]:
+            print(skip_summary(skipped, Path(t.output_dir) / "skipped_samples.json"), flush=True)
     losses = {int(h["step"]): float(h["loss"]) for h in trainer.state.log_history if "loss" in h}
     return TrainResult(Path(t.output_dir), losses, skipped, trainer.state.global_step, report, trainer)
 
