@@ -39,7 +39,7 @@ class MiniGeminiPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]  # the KV cache argument (new and old name)
 
     def _init_weights(self, module: nn.Module) -> None:
         if module is getattr(self, "mining", None) or module is getattr(self, "projector", None):
