@@ -49,15 +49,13 @@ def run_train(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
-    from .progress import summary_line
+    from .progress import print_run_summary
     from .run import finish_distributed, run_training
 
     start = time.perf_counter()
     result = run_training(cfg)
     finish_distributed()
-    if result.trainer is None or result.trainer.is_world_process_zero():
-        print(f"stage {cfg.training.stage}: {summary_line(result, time.perf_counter() - start)}")
-        print(f"output in {result.output_dir}")
+    print_run_summary(result, cfg.training.stage, time.perf_counter() - start)
     return 0
 
 

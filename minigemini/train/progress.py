@@ -64,4 +64,11 @@ def summary_line(result: Any, seconds: float) -> str:
             f"skipped; trained {parts_summary(result.trainable)}")
 
 
-__all__ = ["PhaseProgress", "use_quiet_progress", "parts_summary", "summary_line"]
+def print_run_summary(result: Any, stage: str, seconds: float) -> None:
+    """The end of `minigemini train` / `python -m minigemini.train.run`: summary + output folder (rank 0 only)."""
+    if result.trainer is None or result.trainer.is_world_process_zero():
+        print(f"stage {stage}: {summary_line(result, seconds)}")
+        print(f"output in {result.output_dir}", flush=True)
+
+
+__all__ = ["PhaseProgress", "use_quiet_progress", "parts_summary", "summary_line", "print_run_summary"]

@@ -291,9 +291,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python -m minigemini.train.run CONFIG.yaml [section.key=value ...]")
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run_training(load_config(argv[0], argv[1:]))
+    from ..logs import setup, verbose
+    from .progress import print_run_summary
+
+    setup(verbose_output=verbose())  # a launched rank: quiet unless the launching shell had --verbose
+    logging.basicConfig(level=logging.INFO if verbose() else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+    cfg, start = load_config(argv[0], argv[1:]), time.perf_counter()
+    result = run_training(cfg)
     finish_distributed()
+    print_run_summary(result, cfg.training.stage, time.perf_counter() - start)
     return 0
 
 
