@@ -183,8 +183,8 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     from ..data.collate import DataCollator
     from ..data.dataset import LazySupervisedDataset
     from ..data.records import default_image_folder
-    from ..model.builder import build_model_and_processor, resolve_tiny
     from ..logs import verbose
+    from ..model.builder import build_model_and_processor, resolve_tiny
     from .lora import apply_lora, qlora_load_kwargs
     from .progress import use_quiet_progress
     from .stages import PARTS, apply_stage, cast_frozen, format_report

@@ -6,7 +6,6 @@ import csv
 import json
 
 import pytest
-
 from PIL import Image
 
 from minigemini.cli import main
