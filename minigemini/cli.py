@@ -19,8 +19,7 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 AREAS = [
-    "minigemini.train.commands",  # train, merge-lora
-    "minigemini.train.plan",  # plan (memory per GPU under ZeRO)
+    "minigemini.train.commands",  # train, merge-lora, plan
     "minigemini.eval.commands",  # eval
     "minigemini.infer.commands",  # chat, serve, web
     "minigemini.data.commands",  # prep validate|convert|synthetic|cache-features
@@ -56,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from minigemini.logs import setup as setup_output
+
+    setup_output(verbose_output=getattr(args, "verbose", False))  # quiet unless the command's --verbose
     try:
         result = args.func(args)
     except (ValueError, OSError) as exc:  # bad input (config, data, paths): the message says what to do

@@ -58,15 +58,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__.split("\n\n")[1])
     d = DemoSettings()
     p.add_argument("--out", default=str(d.out), help="output folder (data, models, results, plot)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--num-train", type=int, default=d.num_train, help="training images")
-    p.add_argument("--num-test", type=int, default=d.num_test, help="held-out images")
-    p.add_argument("--stage1-epochs", type=float, default=d.stage1_epochs)
-    p.add_argument("--stage2-epochs", type=float, default=d.stage2_epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--precision", default=d.precision, choices=["fp32", "bf16"])
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the data, the base model and training")
+    p.add_argument("--num-train", type=int, default=d.num_train, help="training images (e.g. 16 for a quick test)")
+    p.add_argument("--num-test", type=int, default=d.num_test, help="held-out images (4 questions each)")
+    p.add_argument("--stage1-epochs", type=float, default=d.stage1_epochs, help="epochs of stage 1 (captions)")
+    p.add_argument("--stage2-epochs", type=float, default=d.stage2_epochs, help="epochs of stage 2 (questions)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch size")
+    p.add_argument("--precision", default=d.precision, choices=["fp32", "bf16"], help="training precision")
     p.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
                    help="stage 2 runs the frozen towers on every image instead of reading cached features")
+    p.add_argument("--verbose", action="store_true",
+                   help="show every detail: Trainer log dicts, parts tables, dependency warnings")
     p.set_defaults(func=run)
 
 
@@ -75,13 +77,25 @@ def run(args: argparse.Namespace) -> int:
                             stage1_epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs,
                             batch_size=args.batch_size, precision=args.precision, feature_cache=args.feature_cache)
     results = run_demo(settings)
-    print(results["table"])
-    print(f"\nwrote {settings.out / 'results.md'}, {settings.out / 'results.json'} and {settings.out / 'demo_results.png'}")
+    print("\n" + results["table"] + "\n")
+    print(closing_text(settings, results["chat_examples"]))
     return 0
 
 
+class Phases:
+    """Numbered phase labels, '[3/10] mini-gemini stage 1', counted once for the whole demo."""
+
+    def __init__(self, s: DemoSettings) -> None:
+        self.total = 2 + len(VARIANTS) * (4 if s.feature_cache else 3)  # data, base; per model: stages, cache, eval
+        self.done = 0
+
+    def next(self, text: str) -> str:
+        self.done += 1
+        return f"[{self.done}/{self.total}] {text}"
+
+
 def run_demo(s: DemoSettings) -> dict[str, Any]:
-    """The whole demo; returns the results dict also written to `results.json`."""
+    """The whole demo; returns the results dict also written to `results.json` (+ chat examples)."""
     import torch
 
     from minigemini.data.synthetic import generate_synthetic_dataset
@@ -89,35 +103,81 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     start = time.perf_counter()
     s.out.mkdir(parents=True, exist_ok=True)
-    print(f"[1/4] synthetic detail-VQA set: {s.num_train} train / {s.num_test} test images, HR {s.hr_size}px, "
-          f"LR {s.lr_size}px", flush=True)
+    phases = Phases(s)
+    label = phases.next("synthetic detail-VQA set")
     data = generate_synthetic_dataset(s.out / "data", num_train=s.num_train, num_test=s.num_test,
                                       image_size=s.hr_size, lr_factor=s.lr_factor, seed=s.seed)
+    print(f"{label}: {s.num_train} train / {s.num_test} held-out images (HR {s.hr_size} px, LR {s.lr_size} px) "
+          f"in {data.train.parent}", flush=True)
+    label = phases.next("base model")
     base = build_base(s, data)
-    print(f"[2/4] random-init base model written to {base}", flush=True)
+    print(f"{label}: random-init LLM + tokenizer, CLIP ViT, ConvNeXt in {base}", flush=True)
     curves: dict[str, dict[str, dict[int, float]]] = {}
     scores: dict[str, dict[str, float]] = {}
     timings: dict[str, float] = {}
-    for i, (name, use_hr) in enumerate(VARIANTS.items()):
+    for name, use_hr in VARIANTS.items():
         t0 = time.perf_counter()
-        print(f"[3/4] training {name} ({'LR + HR + mining' if use_hr else 'LR only'}): stage 1, stage 2", flush=True)
-        curves[name] = {}
-        adapter = None
-        cache = None
-        for stage, train_file, epochs, lr in (("pretrain", data.captions, s.stage1_epochs, s.stage1_lr),
-                                             ("finetune", data.train, s.stage2_epochs, s.stage2_lr)):
-            result = train_stage(s, base, name, use_hr, stage, train_file, epochs, lr, adapter, cache)
-            curves[name][stage] = result.losses
-            adapter = result.output_dir
-            if s.feature_cache and cache is None:
-                cache = cache_features(s, adapter, data.train, s.out / "feature_cache" / name)
+        model_dir, curves[name] = train_variant(s, phases, base, data, name, use_hr)
         timings[name] = time.perf_counter() - t0
-        print(f"[4/4] evaluating {name} on {s.num_test * 4} held-out questions", flush=True)
-        scores[name] = evaluate(adapter, data.test, s.out / f"predictions_{name}.jsonl")
+        label = phases.next(f"{name} evaluation")
+        scores[name] = evaluate(model_dir, data.test, s.out / f"predictions_{name}.jsonl", desc=label)
+        print(f"{label}: {scores[name]['detail']:.1f} % on detail, {scores[name]['control']:.1f} % on control "
+              f"questions ({s.num_test * 4} held-out)", flush=True)
     from .demo_report import write_report
 
     meta = json.loads(Path(data.meta).read_text())
-    return write_report(s.out, scores, curves, timings, time.perf_counter() - start, settings=s, data_meta=meta)
+    results = write_report(s.out, scores, curves, timings, time.perf_counter() - start, settings=s, data_meta=meta)
+    results["chat_examples"] = chat_examples(s, data.test)
+    return results
+
+
+def train_variant(s: DemoSettings, phases: Phases, base: Path, data: Any, name: str,
+                  use_hr: bool) -> tuple[Path, dict[str, dict[int, float]]]:
+    """Stage 1 (captions), the feature cache, stage 2 (questions) of one model; one line per phase."""
+    from minigemini.train.progress import summary_line
+
+    curves: dict[str, dict[int, float]] = {}
+    adapter, cache = None, None
+    for stage, what, train_file, epochs, lr in (
+            ("pretrain", "stage 1 (captions)", data.captions, s.stage1_epochs, s.stage1_lr),
+            ("finetune", "stage 2 (questions)", data.train, s.stage2_epochs, s.stage2_lr)):
+        label = phases.next(f"{name} {what}")
+        t0 = time.perf_counter()
+        result = train_stage(s, base, name, use_hr, stage, train_file, epochs, lr, adapter, cache, desc=label)
+        print(f"{label}: {summary_line(result, time.perf_counter() - t0)}", flush=True)
+        curves[stage], adapter = result.losses, result.output_dir
+        if s.feature_cache and cache is None:
+            label = phases.next(f"{name} feature cache")
+            cache = cache_features(s, adapter, data.train, s.out / "feature_cache" / name)
+            print(f"{label}: the frozen towers' features of {s.num_train} images ({s.precision}) in {cache}",
+                  flush=True)
+    return adapter, curves
+
+
+def chat_examples(s: DemoSettings, test_file: Path) -> dict[str, dict[str, str]]:
+    """Per model: its folder and a held-out detail question (image, prompt, expected answer) to chat about."""
+    records = json.loads(Path(test_file).read_text())
+    rec = next((r for r in records if r.get("question_type") == "detail"), records[0])
+    prompt = rec["conversations"][0]["value"].replace("<image>", "").strip()
+    image = str(Path(test_file).parent / rec["image"])
+    return {name: {"model": str(s.out / "runs" / name / "finetune"), "image": image, "prompt": prompt,
+                   "expected": rec["conversations"][1]["value"]} for name in VARIANTS}
+
+
+def closing_text(s: DemoSettings, examples: dict[str, dict[str, str]]) -> str:
+    """Where the trained models are and the exact `minigemini chat` command for each."""
+    import shlex
+
+    lines = ["trained models (ask them yourself):"]
+    for name, ex in examples.items():
+        lines.append(f"  {name}: {ex['model']}")
+        lines.append(f"    minigemini chat --model {shlex.quote(ex['model'])} --image {shlex.quote(ex['image'])} "
+                     f"--prompt {shlex.quote(ex['prompt'])}")
+    expected = next(iter(examples.values()))["expected"] if examples else ""
+    lines.append(f"  (expected answer: {expected!r}; the LR-only model cannot see the dots)")
+    lines.append(f"results: {s.out / 'results.md'}, {s.out / 'results.json'}, {s.out / 'demo_results.png'} "
+                 f"(+ .svg), predictions_*.jsonl")
+    return "\n".join(lines)
 
 
 def build_base(s: DemoSettings, data: Any) -> Path:
@@ -150,7 +210,6 @@ def cache_features(s: DemoSettings, model_dir: Path, data_file: Path, out: Path)
     """`minigemini prep cache-features` for the stage-1 model's (frozen, unchanged) towers."""
     from minigemini.data.feature_cache_build import build_feature_cache
 
-    print(f"      caching the frozen towers' features for stage 2 ({s.precision}) in {out}", flush=True)
     summary = build_feature_cache(model_dir, data_file, out, image_folder=Path(data_file).parent, dtype=s.precision,
                                   workers=0, overwrite=True)
     if summary["failures"]:
@@ -159,9 +218,11 @@ def cache_features(s: DemoSettings, model_dir: Path, data_file: Path, out: Path)
 
 
 def train_stage(s: DemoSettings, base: Path, name: str, use_hr: bool, stage: str, train_file: Path,
-                epochs: float, lr: float, adapter: Path | None, feature_cache: Path | None = None) -> Any:
-    """One stage through the regular training stack (`minigemini.train.run.run_training`)."""
+                epochs: float, lr: float, adapter: Path | None, feature_cache: Path | None = None,
+                desc: str = "training") -> Any:
+    """One stage through the regular training stack (`minigemini.train.run.run_training`), one bar named `desc`."""
     from minigemini.config import from_dict
+    from minigemini.train.progress import PhaseProgress
     from minigemini.train.run import run_training
 
     out = s.out / "runs" / name / stage
@@ -179,12 +240,18 @@ def train_stage(s: DemoSettings, base: Path, name: str, use_hr: bool, stage: str
                      "logging_steps": 10, "save_strategy": "no", "report_to": [], "use_cpu": True,
                      **s.extra},
     }
-    return run_training(from_dict(raw, source=f"demo/{name}/{stage}"))
+    from minigemini.logs import verbose
+
+    callbacks = [] if verbose() else [PhaseProgress(desc)]  # verbose: the Trainer's own bar and log dicts
+    return run_training(from_dict(raw, source=f"demo/{name}/{stage}"), callbacks=callbacks)
 
 
-def evaluate(model_dir: Path, test_file: Path, predictions: Path, batch_size: int = 50) -> dict[str, float]:
+def evaluate(model_dir: Path, test_file: Path, predictions: Path, batch_size: int = 50,
+             desc: str = "evaluation") -> dict[str, float]:
     """Greedy answers for every held-out question (written to `predictions`, one JSON line each);
     exact-match accuracy per task and per question type."""
+    from tqdm.auto import tqdm
+
     from minigemini.infer.generate import GenerationOptions, Generator
 
     records = json.loads(Path(test_file).read_text())
@@ -193,7 +260,7 @@ def evaluate(model_dir: Path, test_file: Path, predictions: Path, batch_size: in
     hits: dict[str, list[bool]] = {}
     root = Path(test_file).parent
     lines = []
-    for i in range(0, len(records), batch_size):
+    for i in tqdm(range(0, len(records), batch_size), desc=desc, unit="batch", leave=False):
         chunk = records[i:i + batch_size]
         prompts = [gen.question_prompt(r["conversations"][0]["value"]) for r in chunk]
         answers = gen.generate(prompts, [[root / r["image"]] for r in chunk], options)

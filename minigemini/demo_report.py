@@ -1,4 +1,5 @@
-"""The demo's results: a markdown table, `results.json`, and a PNG (loss curves + accuracy bars)."""
+"""The demo's results: a markdown table, `results.json`, and a figure (loss curves + accuracy bars with chance
+levels) as `demo_results.png` and `demo_results.svg`."""
 
 from __future__ import annotations
 
@@ -47,18 +48,46 @@ def write_report(out: Path, scores: dict[str, dict[str, float]], curves: dict[st
                "settings": {k: str(v) for k, v in asdict(settings).items()}, "table": table + footer}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(table + "\n" + footer + "\n")
-    plot(out / "demo_results.png", scores, curves)
+    plot(out / "demo_results.png", scores, curves, chance)
     return results
 
 
-def plot(path: Path, scores: dict[str, dict[str, float]], curves: dict[str, dict[str, dict[int, float]]]) -> None:
-    """Left: training loss of both models over both stages; right: accuracy per task."""
+PLOT_LABELS = {"detail_color": "tiny-dot colour\n(HR needed)", "detail_count": "tiny-dot count\n(HR needed)",
+               "control_color": "big-shape colour\n(LR suffices)", "control_shape": "big-shape kind\n(LR suffices)"}
+
+
+def plot(path: Path, scores: dict[str, dict[str, float]], curves: dict[str, dict[str, dict[int, float]]],
+         chance: dict[str, float] | None = None) -> None:
+    """Left: training loss of both models over both stages; right: accuracy per task with its chance level.
+    Written as `path` (PNG) and the same name with `.svg`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
+    plt.rcParams["svg.fonttype"] = "none"  # SVG text stays text (searchable, editable)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.8))
+    _plot_losses(ax_loss, curves)
+    keys = list(PLOT_LABELS)
+    width = 0.8 / max(1, len(scores))
+    for i, (name, sc) in enumerate(scores.items()):
+        ax_acc.bar([j + i * width for j in range(len(keys))], [sc.get(k, 0.0) for k in keys], width, label=name)
+    for j, key in enumerate(keys):  # chance: a dashed segment across each task's bars
+        if chance and key in chance:
+            ax_acc.hlines(chance[key], j - width / 2, j + width * (len(scores) - 0.5), colors="black",
+                          linestyles="--", lw=1.2, label="chance" if j == 0 else None)
+    ax_acc.set_xticks([j + width * (len(scores) - 1) / 2 for j in range(len(keys))], [PLOT_LABELS[k] for k in keys])
+    ax_acc.set(title="held-out accuracy per question kind", ylabel="exact-match accuracy (%)", ylim=(0, 118),
+               yticks=range(0, 101, 20))
+    ax_acc.legend(loc="upper center", ncol=len(scores) + 1, fontsize=9)  # above the 100 % line
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    fig.savefig(Path(path).with_suffix(".svg"))
+    plt.close(fig)
+
+
+def _plot_losses(ax: Any, curves: dict[str, dict[str, dict[int, float]]]) -> None:
+    """Both stages on one step axis, a dotted line where stage 2 starts."""
     for name, per_stage in curves.items():
         offset = 0
         xs, ys = [], []
@@ -68,17 +97,12 @@ def plot(path: Path, scores: dict[str, dict[str, float]], curves: dict[str, dict
             ys += [per_stage[stage][s] for s in steps]
             if stage == "pretrain" and steps:
                 offset += steps[-1]
-                ax_loss.axvline(offset, color="grey", lw=0.8, ls=":")
-        ax_loss.plot(xs, ys, label=name)
-    ax_loss.set(title="training loss (stage 1 | stage 2)", xlabel="step", ylabel="loss", yscale="log")
-    ax_loss.legend()
-    keys = [k for k, _ in ROWS if not k.startswith(("detail", "control")) or "_" in k]
-    width = 0.8 / max(1, len(scores))
-    for i, (name, sc) in enumerate(scores.items()):
-        ax_acc.bar([j + i * width for j in range(len(keys))], [sc.get(k, 0.0) for k in keys], width, label=name)
-    ax_acc.set_xticks([j + width * (len(scores) - 1) / 2 for j in range(len(keys))], keys, rotation=15)
-    ax_acc.set(title="held-out accuracy", ylabel="%", ylim=(0, 100))
-    ax_acc.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+                ax.axvline(offset, color="grey", lw=0.8, ls=":")
+        ax.plot(xs, ys, label=name)
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.set(title="training loss (stage 1: captions | stage 2: questions)", xlabel="optimizer step",
+           ylabel="cross-entropy per answer token (nats, log scale)", yscale="log")
+    for axis_format in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis_format(FormatStrFormatter("%.3g"))  # plain numbers, not 6.3 x 10^0
+    ax.legend(fontsize=9)

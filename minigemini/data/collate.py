@@ -4,7 +4,8 @@
 `images_aux` (only when the batch holds image samples) and `skipped_samples`: the samples the
 dataset (or the collator's own `max_length` truncation) replaced or dropped, each
 `{"sample_id", "index", "reason"}`. The trainer pops `skipped_samples` before `forward`.
-`truncate` never cuts an image's token block: such a sample is an error, not silently corrupted.
+`fit_length` is the one length rule: only unsupervised text may be cut; a sample whose answer or image
+block would be cut is an error (skipped and counted), never silently shortened.
 A packing collator can subclass `DataCollator` and override `pad`.
 """
 
@@ -25,22 +26,23 @@ class TruncationError(ValueError):
     kind = "too_long"
 
 
-def truncate(input_ids: Sequence[int], labels: Sequence[int], max_length: int,
-             image_token_id: int | None) -> tuple[list[int], list[int]]:
-    """Cut a sample to `max_length` tokens; text may be cut, an image block never (TruncationError)."""
+def fit_length(input_ids: Sequence[int], labels: Sequence[int], max_length: int,
+               image_token_id: int | None) -> tuple[list[int], list[int]]:
+    """THE length rule, shared by training (dataset, collators) and `prep validate`: a sample longer than
+    `max_length` may lose only unsupervised tokens at its end; a cut that would drop an answer token or
+    touch an image block raises TruncationError (kind too_long). Validate reports it; training skips the
+    sample and counts it in `skipped_samples` (never a silently shortened answer)."""
     ids, labs = list(input_ids), list(labels)
     if len(ids) <= max_length:
         return ids, labs
-    if image_token_id is not None and image_token_id in ids[max_length:]:
-        last = len(ids) - ids[::-1].index(image_token_id)
-        raise TruncationError(f"{len(ids)} tokens exceed max_length {max_length} and the cut would split or drop an "
-                              f"image (image tokens run to position {last}); raise max_length or shorten the text "
-                              "before the image")
-    ids, labs = ids[:max_length], labs[:max_length]
-    if all(lab == IGNORE_INDEX for lab in labs):
-        raise TruncationError(f"{len(input_ids)} tokens exceed max_length {max_length} and no answer token is left "
-                              "after the cut; raise max_length or shorten the prompt")
-    return ids, labs
+    answers = sum(lab != IGNORE_INDEX for lab in labs[max_length:])
+    image = image_token_id is not None and image_token_id in ids[max_length:]
+    if answers or image:
+        lost = [f"{answers} answer token(s)"] if answers else []
+        lost += ["part of an image block"] if image else []
+        raise TruncationError(f"{len(ids)} tokens > max length {max_length}: cutting would drop {' and '.join(lost)}; "
+                              "raise the max length (model.model_max_length / --max-length) or shorten the record")
+    return ids[:max_length], labs[:max_length]
 
 
 @dataclass
@@ -48,7 +50,7 @@ class DataCollator:
     """Right-padding collator for `LazySupervisedDataset` samples (see module doc for the batch keys)."""
 
     pad_token_id: int
-    max_length: int | None = None  # optional second guard; the dataset normally truncates already
+    max_length: int | None = None  # optional second guard (`fit_length`); the dataset applies it already
     image_token_id: int | None = None
     on_error: str = "skip"  # "skip": drop + report a sample that cannot be truncated; "raise": SampleError
     pad_to_multiple_of: int | None = None
@@ -85,7 +87,7 @@ class DataCollator:
             ids, labels = f["input_ids"], f["labels"]
             if self.max_length is not None and len(ids) > self.max_length:
                 try:
-                    ids, labels = truncate(ids.tolist(), labels.tolist(), self.max_length, self.image_token_id)
+                    ids, labels = fit_length(ids.tolist(), labels.tolist(), self.max_length, self.image_token_id)
                 except TruncationError as exc:
                     if self.on_error == "raise":
                         raise SampleError(f"sample {f.get('sample_id')!r}: {exc}", "too_long",

@@ -1,8 +1,9 @@
 """`minigemini prep ...`: validate | convert | synthetic (| cache-features, added by its own module).
 
-Hook for more `prep` subcommands: add `name: "module.path"` to `EXTRA_PREP_COMMANDS`; the module
-exposes `HELP` (one line), `add_arguments(parser)` and `run(args) -> int` (exit code), with its
-heavy imports inside `run`. A listed module that does not exist yet is simply not offered.
+Hook for more `prep` subcommands: add `name: ("module.path", "one-line help")` to `EXTRA_PREP_COMMANDS`;
+the module exposes `add_arguments(parser)` and `run(args) -> int` (exit code). It is imported only
+when its subcommand is used (so `minigemini --help` and the other `prep` commands never load torch).
+A listed module that does not exist yet is simply not offered.
 """
 
 from __future__ import annotations
@@ -12,16 +13,41 @@ import importlib
 import importlib.util
 import sys
 
-EXTRA_PREP_COMMANDS = {
-    "cache-features": "minigemini.data.feature_cache_build",  # precomputed frozen-tower features
+EXTRA_PREP_COMMANDS = {  # name -> (module, help)
+    "cache-features": ("minigemini.data.feature_cache_build",
+                       "precompute frozen LR/HR tower features for a data set (faster stage-1 training)"),
 }
+
+
+class LazyModuleParser(argparse.ArgumentParser):
+    """A subcommand parser whose module (`lazy_module`: add_arguments + run) is imported on first use."""
+
+    def __init__(self, *args: object, lazy_module: str | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_module = lazy_module
+
+    def _load(self) -> None:
+        if self.lazy_module:
+            module = importlib.import_module(self.lazy_module)
+            self.lazy_module = None
+            self.description = self.description or module.__doc__
+            module.add_arguments(self)
+            self.set_defaults(func=module.run)
+
+    def parse_known_args(self, args: list[str] | None = None, namespace: argparse.Namespace | None = None):  # type: ignore[override]
+        self._load()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._load()
+        return super().format_help()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `prep` and its subcommands to the `minigemini` parser."""
     prep = subparsers.add_parser("prep", help="prepare data: validate, convert, synthetic, ...",
                                  description="Data preparation tools (see data_prep/README.md).")
-    sub = prep.add_subparsers(dest="prep_command", metavar="PREP_COMMAND")
+    sub = prep.add_subparsers(dest="prep_command", metavar="PREP_COMMAND", parser_class=LazyModuleParser)
     prep.set_defaults(func=lambda args: (prep.print_help(), 2)[1])
 
     v = sub.add_parser("validate", help="check every record of a training set; summary + located problems",
@@ -29,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "files (missing, unreadable, too small), and with --tokenizer the template and the "
                                    "length with image tokens. Exit code 1 when any problem is found.")
     v.add_argument("data", help="LLaVA JSON/JSONL file, parquet file or save_to_disk folder")
-    v.add_argument("--image-folder", default=None, help="folder the records' image paths are relative to")
+    v.add_argument("--image-folder", default=None, help="folder the records' image paths are relative to (default: "
+                                                         "the data file's folder, as in training); printed")
     v.add_argument("--template", default=None, help="conversation template (default: the model's, else vicuna_v1)")
     v.add_argument("--tokenizer", default=None, help="model folder saved by minigemini, or a plain tokenizer folder")
     v.add_argument("--num-image-tokens", type=int, default=None, help="image tokens per <image> (plain tokenizer)")
@@ -46,11 +73,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser("convert", help="CSV/JSONL table, caption folder or HF dataset -> LLaVA JSON",
                        description="Converts image + question/answer (or image + caption) data into LLaVA JSON. "
-                                   "Embedded images (bytes/PIL) are written to --images-out.")
+                                   "A column option naming a column the data lacks is an error listing the columns; "
+                                   "rows without text or with a missing image file are listed and not written. "
+                                   "Embedded images (bytes/PIL) are written to --images-out. Image paths in OUT are "
+                                   "relative to OUT's folder (where validate and training look by default).")
     c.add_argument("src", help=".csv/.tsv/.jsonl/.json table, .parquet, save_to_disk folder, or image folder "
                                "with .txt captions")
     c.add_argument("out", help="output LLaVA JSON file")
     c.add_argument("--images-out", default=None, help="where embedded images go (default: OUT's folder/images)")
+    c.add_argument("--image-folder", default=None,
+                   help="folder the table's relative image paths are relative to (default: the table's folder)")
+    c.add_argument("--text-only", action="store_true", help="the data has no image column (text-only records)")
     for col in ("image", "question", "answer", "caption", "id"):
         c.add_argument(f"--{col}-column", default=col, help=f"column holding the {col} (default {col!r})")
     c.add_argument("--prompt", default=None, help="user prompt for caption data (default: 'Describe the image "
@@ -59,20 +92,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=run_convert)
 
-    from . import synthetic
+    sub.add_parser("synthetic", help="write the synthetic detail-VQA set (demo / tests)",
+                   lazy_module="minigemini.data.synthetic")  # numpy + PIL load only when it runs
 
-    s = sub.add_parser("synthetic", help="write the synthetic detail-VQA set (demo / tests)",
-                       description=synthetic.__doc__.splitlines()[0])
-    synthetic.add_arguments(s)
-    s.set_defaults(func=synthetic.run)
-
-    for name, module_name in EXTRA_PREP_COMMANDS.items():  # the hook (e.g. cache-features)
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=getattr(module, "HELP", None), description=module.__doc__)
-        module.add_arguments(p)
-        p.set_defaults(func=module.run)
+    for name, (module_name, help_text) in EXTRA_PREP_COMMANDS.items():  # the hook (e.g. cache-features)
+        if importlib.util.find_spec(module_name) is not None:
+            sub.add_parser(name, help=help_text, lazy_module=module_name)
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -110,11 +135,16 @@ def run_convert(args: argparse.Namespace) -> int:
     """`prep convert`: write the LLaVA JSON; exit 1 if some rows could not be converted."""
     from .convert import DEFAULT_CAPTION_PROMPT, Columns, convert
 
-    cols = Columns(image=args.image_column, question=args.question_column, answer=args.answer_column,
+    cols = Columns(image=None if args.text_only else args.image_column, question=args.question_column, answer=args.answer_column,
                    caption=args.caption_column, id=args.id_column)
     result = convert(args.src, args.out, cols, images_out=args.images_out, prompt=args.prompt or DEFAULT_CAPTION_PROMPT,
-                     split=args.split, progress=not args.no_progress)
-    print(f"wrote {result.written} records to {result.out} ({result.images_written} embedded images saved)")
+                     split=args.split, progress=not args.no_progress, image_folder=args.image_folder)
+    print(f"wrote {result.written} records to {result.out} ({result.images_written} embedded images saved, "
+          f"{result.text_only} records without an image)")
+    print(f"image paths are relative to {result.image_root.resolve()} (the default image folder of prep validate "
+          "and training for this file)")
+    if result.unused_columns:
+        print(f"columns not used: {', '.join(result.unused_columns)}")
     if result.problems:
         print(f"{len(result.problems)} rows NOT converted:", file=sys.stderr)
         for where, why in result.problems[:20]:

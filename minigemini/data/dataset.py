@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from .collate import TruncationError, truncate
+from .collate import TruncationError, fit_length
 from .records import (RecordError, RecordSource, SampleError, count_images, image_refs, open_records,
                       resolve_image)
 from .templates import Template, TemplateError, get_template, tokenize_conversation
@@ -61,8 +61,9 @@ class LazySupervisedDataset(Dataset):
 
     `data`: a JSON/JSONL path, a `save_to_disk` folder or parquet file, a `datasets.Dataset`, a
     list of record dicts, or a list of any of these (concatenated). `template`: a name from
-    `minigemini.data.templates` (default: `processor.config.template`). `max_length`: cut longer
-    samples (never inside an image block; such samples are errors).
+    `minigemini.data.templates` (default: `processor.config.template`). `max_length`: longer samples
+    follow `fit_length` (only unsupervised text at the end may be cut; else the sample is a too_long
+    error: skipped and reported, as `prep validate` reports it).
     """
 
     def __init__(self, data: Any, processor: Any, template: str | Template | None = None,
@@ -169,7 +170,7 @@ class LazySupervisedDataset(Dataset):
         system = rec.get("system") if isinstance(rec.get("system"), str) else self.system_prompt
         ids, labels = tokenize_conversation(conv, self.template, self.processor, sample_id=sample_id, system=system)
         if self.max_length is not None:
-            ids, labels = truncate(ids, labels, self.max_length, self.processor.image_token_id)
+            ids, labels = fit_length(ids, labels, self.max_length, self.processor.image_token_id)
         if all(lab == -100 for lab in labels):
             raise RecordError("no supervised token (nothing to learn)", "empty_answer")
         item: dict[str, Any] = {"input_ids": torch.tensor(ids, dtype=torch.long),

@@ -199,6 +199,15 @@ def resolve_image(ref: Any, image_folder: str | Path | None) -> str | Path | Ima
     return path
 
 
+def default_image_folder(data: Any) -> Path | None:
+    """Where relative image paths point when no image folder is given: the data file's folder (a
+    `save_to_disk` folder itself); None for in-memory data. Used by training and `prep validate` alike."""
+    if not isinstance(data, (str, Path)):
+        return None
+    path = Path(data)
+    return path if path.is_dir() else path.parent
+
+
 def image_refs(record: dict, image_key: str = "image") -> list:
     """The record's image references as a list (empty for text-only records)."""
     value = record.get(image_key)

@@ -1,8 +1,9 @@
 """Preflight for a training set: every record checked, problems counted by kind and located.
 
 `validate_records` runs the same steps the dataset runs (record shape, roles, `<image>` count,
-image files, template tokenization + label check, length with image tokens) and returns a
-`Report`; `Report.table()` prints the summary, `write_clean` splits the input into good records
+image files, template tokenization + label check, the length rule `fit_length` with image tokens)
+and returns a `Report`: problems, plus notes that are not problems (records that get their
+`<image>` placed automatically, by id) and the folder searched for images; `Report.table()` prints the summary, `write_clean` splits the input into good records
 and a rejects file with reasons (good + rejects = input).
 """
 
@@ -19,8 +20,9 @@ from typing import Any
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .dataset import place_image_tokens
-from .records import RecordError, RecordSource, image_refs, resolve_image
+from .collate import TruncationError, fit_length
+from .dataset import IMAGE, place_image_tokens
+from .records import RecordError, RecordSource, default_image_folder, image_refs, resolve_image
 from .templates import TemplateError, get_template, normalize_messages, tokenize_conversation
 
 KINDS = ("malformed_json", "missing_keys", "unknown_role", "not_alternating", "empty_answer", "image_count_mismatch",
@@ -35,8 +37,12 @@ WHAT_TO_DO = {
     "missing_image": "check --image-folder and the 'image' paths",
     "corrupt_image": "re-download or remove the image",
     "image_too_small": "remove the record or lower --min-image-size",
-    "too_long": "raise --max-length (the model's context) or shorten the record",
+    "too_long": "raise --max-length (the model's context) or shorten the record; training skips it",
     "template_mismatch": "use the template that belongs to the model's tokenizer (or 'auto')",
+}
+NOTES = {  # not problems: what training will do with these records
+    "image_placed": f"have images but no {IMAGE} in the text: training puts one {IMAGE} per image at the start of "
+                    "the first user turn",
 }
 _TOKENIZER_LOCK = threading.Lock()  # fast tokenizers are not safe to call from several threads at once
 
@@ -60,6 +66,8 @@ class Report:
     total: int
     problems: list[Problem] = field(default_factory=list)
     fatal: str | None = None  # the file could not be read at all
+    image_folder: Path | None = None  # where relative image paths were looked up (None: the current folder)
+    notes: list[Problem] = field(default_factory=list)  # kinds from NOTES; not problems
 
     @property
     def bad_indices(self) -> set[int]:
@@ -86,7 +94,18 @@ class Report:
             if first:
                 lines += ["", f"{kind} (first {len(first)} of {counts[kind]}):"]
                 lines += [f"  {p.location} (id {p.sample_id!r}): {p.message}" for p in first]
-        return "\n".join(lines)
+        return "\n".join(lines + self.note_lines())
+
+    def note_lines(self, show: int = 20) -> list[str]:
+        """Where images were searched, and each note kind with its count and the first record ids."""
+        folder = self.image_folder.resolve() if self.image_folder is not None else Path.cwd()
+        lines = ["", f"images searched in: {folder}" + ("" if self.image_folder else " (the current folder)")]
+        for kind, text in NOTES.items():
+            ids = [p.sample_id for p in self.notes if p.kind == kind]
+            if ids:
+                more = f" (+{len(ids) - show} more)" if len(ids) > show else ""
+                lines.append(f"note: {len(ids)} record(s) {text}: ids {', '.join(ids[:show])}{more}")
+        return lines
 
 
 def _check_image(ref: Any, image_folder: Any, min_size: int, decode: bool) -> tuple[str, str] | None:
@@ -137,6 +156,8 @@ def check_record(source: RecordSource, index: int, image_folder: Any = None, pro
     turns_ok = True
     try:
         normalize_messages(conv)
+        if refs and not any(IMAGE in str(t.get("value", t.get("content", ""))) for t in conv if isinstance(t, dict)):
+            add("image_placed", f"{len(refs)} {IMAGE} placed automatically")
         conv = place_image_tokens(conv, len(refs), sid)
     except (TemplateError, RecordError) as exc:
         add(exc.kind, str(exc).replace(f"sample {sid!r}: ", "").replace(f"sample {sid!r} ", ""))
@@ -149,34 +170,40 @@ def check_record(source: RecordSource, index: int, image_folder: Any = None, pro
         system = rec.get("system") if isinstance(rec.get("system"), str) else None
         try:
             with _TOKENIZER_LOCK:
-                ids, _ = tokenize_conversation(conv, template, processor, sample_id=sid, system=system)
+                ids, labels = tokenize_conversation(conv, template, processor, sample_id=sid, system=system)
         except TemplateError as exc:
             add(exc.kind, str(exc))
         else:
-            if max_length is not None and len(ids) > max_length:
-                add("too_long", f"{len(ids)} tokens (with {len(refs)} x {processor.num_image_tokens} image tokens) "
-                                f"> max length {max_length}")
+            if max_length is not None:
+                try:
+                    fit_length(ids, labels, max_length, processor.image_token_id)
+                except TruncationError as exc:
+                    add("too_long", f"{exc} ({len(refs)} image(s) x {processor.num_image_tokens} tokens included)")
     return out
 
 
 def validate_records(data: Any, image_folder: Any = None, processor: Any = None, template: Any = None,
                      max_length: int | None = None, min_image_size: int = 10, image_key: str = "image",
                      decode_images: bool = True, workers: int = 4, progress: bool = True) -> Report:
-    """Check every record of `data` (path or `RecordSource`); see `check_record` for the checks."""
+    """Check every record of `data` (path or `RecordSource`); see `check_record` for the checks. Relative
+    image paths are looked up in `image_folder`, by default the data file's folder (as training does)."""
     from .records import open_records
 
     try:
         source = open_records(data)
     except RecordError as exc:
         return Report(None, 0, [Problem(exc.kind, 0, str(data), "-", str(exc))], fatal=str(exc))
+    if image_folder is None:
+        image_folder = default_image_folder(data)
     tmpl = get_template(template or getattr(getattr(processor, "config", None), "template", "vicuna_v1"))
     args = dict(image_folder=image_folder, processor=processor, template=tmpl, max_length=max_length,
                 min_image_size=min_image_size, image_key=image_key, decode_images=decode_images)
-    report = Report(source, len(source))
+    report = Report(source, len(source), image_folder=Path(image_folder) if image_folder is not None else None)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(lambda i: check_record(source, i, **args), range(len(source)), chunksize=64)
         for problems in tqdm(results, total=len(source), desc="validate", unit="rec", disable=not progress):
-            report.problems.extend(problems)
+            report.problems.extend(p for p in problems if p.kind not in NOTES)
+            report.notes.extend(p for p in problems if p.kind in NOTES)
     return report
 
 

@@ -13,10 +13,12 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from .generate import GenerationOptions, Generator, ImageLike
 from .imagegen import DEFAULT_MARKERS, DEFAULT_TRIGGER, add_generation_request, images_for_answer
+
+if TYPE_CHECKING:  # torch loads only when a chat runs, so `minigemini --help` stays fast
+    from .generate import GenerationOptions, Generator, ImageLike
 
 HELP = "commands: /image PATH (attach to the next message), /reset (new conversation), /quit"
 
@@ -28,6 +30,8 @@ class ChatSession:
                  system: str | None = None, image_generator: Any = None, image_out: str | Path = "chat_images",
                  markers: Sequence[str] = DEFAULT_MARKERS, trigger: str = DEFAULT_TRIGGER,
                  keep_attention: bool = False) -> None:
+        from .generate import GenerationOptions
+
         self.generator = generator
         self.keep_attention = keep_attention  # record the mining maps of every answer in `attention`
         self.options = options or GenerationOptions(max_new_tokens=512)
@@ -183,6 +187,8 @@ def options_from_args(args: argparse.Namespace) -> GenerationOptions:
 def decoding_options(max_new_tokens: int, temperature: float, top_p: float | None = None,
                      seed: int | None = None) -> GenerationOptions:
     """Greedy when `temperature` is 0, else sampling at that temperature (the CLI's and the web page's rule)."""
+    from .generate import GenerationOptions
+
     sample = temperature > 0
     return GenerationOptions(max_new_tokens=int(max_new_tokens), do_sample=sample,
                              temperature=temperature if sample else 1.0, top_p=top_p, seed=seed)
@@ -197,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
         image_generator = ImageGenerator.from_pretrained(
             args.diffusion_model, device=args.device, dtype=args.dtype, height=args.gen_height,
             width=args.gen_width, num_inference_steps=args.gen_steps, guidance_scale=args.gen_guidance)
+    from .generate import Generator
+
     generator = Generator.from_pretrained(args.model, device=args.device, dtype=args.dtype, template=args.template)
     session = ChatSession(generator, args.image, options_from_args(args), system=args.system,
                           image_generator=image_generator, image_out=args.image_out, markers=args.gen_markers,

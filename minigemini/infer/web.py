@@ -16,11 +16,13 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .chat import ChatSession, decoding_options
-from .generate import Generator
 from .imagegen import extract_image_prompts
+
+if TYPE_CHECKING:  # torch loads only when the page runs, so `minigemini --help` stays fast
+    from .generate import Generator
 
 log = logging.getLogger(__name__)
 ALL_TOKENS = -1  # the token slider's "every LR token" position
@@ -295,6 +297,8 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ImportError("the web page needs gradio: pip install 'minigemini[web]'") from exc
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .generate import Generator
+
     generator = Generator.from_pretrained(args.model, device=args.device, dtype=args.dtype, template=args.template)
     image_generator, error = load_image_generator(args.imagegen, args.device, args.dtype)
     app = WebApp(generator, Path(args.model).resolve().name, image_generator, error)

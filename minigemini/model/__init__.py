@@ -1,31 +1,24 @@
 """Model side of minigemini; importable without the training stack.
 
-Importing it registers the Auto classes (configuration, models, image processors, processor), so
-`AutoConfig`/`AutoModelForCausalLM`/`AutoModelForImageTextToText`/`AutoModel`/`AutoProcessor` and
-`pipeline("image-text-to-text")` load a minigemini folder with `trust_remote_code=False`.
-`AutoModel` gives the full `MiniGeminiForCausalLM` (there is no separate headless model).
+The classes load lazily, so importing a light submodule (e.g. while the CLI builds its parser) never
+loads torch or transformers. Each class registers itself with the transformers Auto classes in the
+module that defines it (configuration: AutoConfig; modeling: AutoModelForCausalLM,
+AutoModelForImageTextToText, AutoModel; image_processing: AutoImageProcessor; processing: AutoProcessor);
+`minigemini.register_auto_classes()` imports them all. `AutoModel` gives the full
+`MiniGeminiForCausalLM` (there is no separate headless model).
 """
 
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForImageTextToText,
-    AutoProcessor,
-)
+from importlib import import_module
+from typing import Any
 
-from .configuration import MiniGeminiConfig
-from .image_processing import MiniGeminiImageProcessor, MiniGeminiLRImageProcessor
-from .modeling import MiniGeminiForCausalLM
-from .processing import MiniGeminiProcessor
+_WHERE = {"MiniGeminiConfig": "configuration", "MiniGeminiForCausalLM": "modeling",
+          "MiniGeminiProcessor": "processing", "MiniGeminiImageProcessor": "image_processing",
+          "MiniGeminiLRImageProcessor": "image_processing"}
 
-AutoConfig.register("minigemini", MiniGeminiConfig, exist_ok=True)
-for _auto in (AutoModelForCausalLM, AutoModelForImageTextToText, AutoModel):
-    _auto.register(MiniGeminiConfig, MiniGeminiForCausalLM, exist_ok=True)
-AutoImageProcessor.register(MiniGeminiConfig, image_processor_classes={"torchvision": MiniGeminiImageProcessor,
-                                                                        "pil": MiniGeminiImageProcessor}, exist_ok=True)
-AutoProcessor.register(MiniGeminiConfig, MiniGeminiProcessor, exist_ok=True)
+__all__ = sorted(_WHERE)
 
-__all__ = ["MiniGeminiConfig", "MiniGeminiForCausalLM", "MiniGeminiImageProcessor", "MiniGeminiLRImageProcessor",
-           "MiniGeminiProcessor"]
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'minigemini.model' has no attribute {name!r}")

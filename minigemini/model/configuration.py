@@ -163,3 +163,6 @@ def tiny_text_config(llm: str, vocab_size: int = 512) -> PretrainedConfig:
     if llm in ("llama", "mistral"):
         cfg.tie_word_embeddings = False
     return cfg
+
+
+AutoConfig.register("minigemini", MiniGeminiConfig, exist_ok=True)

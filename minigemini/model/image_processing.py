@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
-from transformers import BatchFeature, CLIPImageProcessor
+from transformers import AutoImageProcessor, BatchFeature, CLIPImageProcessor
 from transformers.image_processing_utils import BaseImageProcessor
 
 from .configuration import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, MiniGeminiConfig
@@ -170,3 +170,7 @@ def image_processors_for(config: MiniGeminiConfig) -> tuple[MiniGeminiImageProce
     lr = MiniGeminiLRImageProcessor(size=config.image_size, grid=config.image_grid, global_view=config.image_global,
                                     from_hr=config.lr_from_hr, **common)
     return hr, lr
+
+
+AutoImageProcessor.register(MiniGeminiConfig, image_processor_classes={"torchvision": MiniGeminiImageProcessor,
+                                                                        "pil": MiniGeminiImageProcessor}, exist_ok=True)

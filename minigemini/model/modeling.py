@@ -8,13 +8,14 @@ generation and the KV cache need no special cases.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, GenerationMixin, PreTrainedModel
+from transformers.utils import ModelOutput
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration import MiniGeminiConfig
@@ -39,6 +40,7 @@ class MiniGeminiPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    _skip_keys_device_placement = ["cache", "past_key_values"]  # the KV cache argument (new and old name)
 
     def _init_weights(self, module: nn.Module) -> None:
         if module is getattr(self, "mining", None) or module is getattr(self, "projector", None):
@@ -179,42 +181,54 @@ class MiniGeminiForCausalLM(MiniGeminiPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs: Any,
-    ) -> CausalLMOutputWithPast:
-        """Causal-LM forward; with labels and `config.supervised_logits_only`, logits are only
-        computed at supervised positions (returned `logits` is then None) — same loss, less work."""
+    ) -> ModelOutput:
+        """Causal-LM forward through the LLM's own `forward`, so its own logits terms (Granite's
+        `logits_scaling`, Gemma-2 soft-capping, Cohere's `logit_scale`...) and MoE router outputs are kept;
+        returns the LLM's output class (`CausalLMOutputWithPast`, or `MoeCausalLMOutputWithPast` with
+        `aux_loss`). With labels and `config.supervised_logits_only`, logits are only computed at supervised
+        positions (returned `logits` is then None) — same loss, less work. `past_key_values` (the old name of
+        `cache`) is accepted through transformers' deprecation wrapper."""
         if use_cache is None and labels is not None:  # training: no KV cache (transformers ignores packed
             use_cache = False  # position_ids when a cache exists, see minigemini/data/packing.py)
         if inputs_embeds is None:
             has_images = images is not None or lr_features is not None
             visual = self.encode_images(images, images_aux, lr_features, hr_features) if has_images else None
             inputs_embeds = self.embed_tokens(input_ids, visual)
-        lm_kwargs = dict(attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                         inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
-        if labels is not None and self.config.supervised_logits_only:
-            out = self.language_model.get_decoder()(**lm_kwargs)
-            loss = self._supervised_loss(out.last_hidden_state, labels, num_items_in_batch)
-            return CausalLMOutputWithPast(loss=loss, logits=None, cache=out.cache,
-                                          hidden_states=out.hidden_states, attentions=out.attentions)
-        out = self.language_model(logits_to_keep=logits_to_keep, **lm_kwargs)
-        loss = None
-        if labels is not None:
-            shift = labels[:, 1:]
-            keep = shift != IGNORE_INDEX
-            loss = _cross_entropy(out.logits[:, :-1][keep], shift[keep], num_items_in_batch)
-        return CausalLMOutputWithPast(loss=loss, logits=out.logits, cache=out.cache,
-                                      hidden_states=out.hidden_states, attentions=out.attentions)
+        if cache is not None:
+            kwargs[self._cache_argument] = cache
+        supervised_only = labels is not None and self.config.supervised_logits_only
+        if supervised_only:  # a boolean [B, L] mask: the LLM returns logits [n_supervised, V]
+            logits_to_keep = F.pad(labels[:, 1:] != IGNORE_INDEX, (0, 1))
+        out = self.language_model(attention_mask=attention_mask, position_ids=position_ids,
+                                  inputs_embeds=inputs_embeds, use_cache=use_cache, logits_to_keep=logits_to_keep,
+                                  **kwargs)
+        if labels is None:
+            return out
+        if supervised_only:
+            logits, targets = out.logits, labels[:, 1:][labels[:, 1:] != IGNORE_INDEX]
+        else:
+            keep = labels[:, 1:] != IGNORE_INDEX
+            logits, targets = out.logits[:, :-1][keep], labels[:, 1:][keep]
+        loss = _cross_entropy(logits, targets, num_items_in_batch)
+        aux = self._router_aux_loss(out)
+        if aux is not None:
+            loss = loss + aux.to(loss.device)
+        drop = {"loss", "logits"} if supervised_only else {"loss"}
+        return type(out)(loss=loss, **{k: v for k, v in out.items() if k not in drop})
 
-    def _supervised_loss(self, hidden: torch.Tensor, labels: torch.Tensor, num_items: Any) -> torch.Tensor:
-        shift = labels[:, 1:]
-        keep = shift != IGNORE_INDEX
-        logits = self.get_output_embeddings()(hidden[:, :-1][keep])
-        cap = getattr(self.config.text_config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        scale = getattr(self.config.text_config, "logit_scale", None)
-        if scale:
-            logits = logits * scale
-        return _cross_entropy(logits, shift[keep], num_items)
+    @property
+    def _cache_argument(self) -> str:
+        """The LLM's name for the KV-cache argument (`cache` in transformers 5; `past_key_values` before)."""
+        params = inspect.signature(self.language_model.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
+    def _router_aux_loss(self, out: ModelOutput) -> torch.Tensor | None:
+        """The MoE load-balancing term the HF model adds to its own loss (Mixtral, Qwen2-MoE...: present when
+        the LLM runs with `output_router_logits`), weighted by its config's `router_aux_loss_coef`."""
+        aux = out.get("aux_loss")
+        if aux is None:
+            return None
+        return self.config.text_config.router_aux_loss_coef * aux
 
     def _expand_inputs_for_generation(self, expand_size: int = 1, is_encoder_decoder: bool = False,
                                       input_ids: torch.LongTensor | None = None, **model_kwargs: Any) -> tuple:
@@ -261,3 +275,7 @@ def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor, num_items: Any) 
     if isinstance(denom, torch.Tensor):
         denom = denom.to(total.device)
     return total / max(denom, 1) if not isinstance(denom, torch.Tensor) else total / denom.clamp(min=1)
+
+
+for _auto in (AutoModelForCausalLM, AutoModelForImageTextToText, AutoModel):
+    _auto.register(MiniGeminiConfig, MiniGeminiForCausalLM, exist_ok=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase, ProcessorMixin
+from transformers import AutoProcessor, AutoTokenizer, BatchFeature, PreTrainedTokenizerBase, ProcessorMixin
 
 from .configuration import MiniGeminiConfig
 from .image_processing import (  # noqa: F401  (load_image, expand_to_square: imported from here)
@@ -201,3 +201,6 @@ def _load_image_processors(file: Path, saved: dict | None
                              "model.config).save_pretrained(folder)")
         out.append(klass.from_dict(entry))
     return out[0], out[1]
+
+
+AutoProcessor.register(MiniGeminiConfig, MiniGeminiProcessor, exist_ok=True)

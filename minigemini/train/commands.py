@@ -6,7 +6,8 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `train` and `merge-lora` subcommands."""
+    """Add the `train`, `merge-lora` and `plan` subcommands."""
+    register_plan(subparsers)
     p = subparsers.add_parser(
         "train", help="train a stage (pretrain / finetune / LoRA) from a YAML config",
         description="Loads CONFIG.yaml (typed sections model, data, training, lora, deepspeed; `include:` pulls in "
@@ -16,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted overrides, e.g. training.learning_rate=1e-3 training.output_dir=runs/x")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--verbose", action="store_true", help="show the Trainer's log dicts, the trainable-parts table, "
+                                                          "info logs and dependency warnings")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run_train)
 
@@ -43,11 +46,17 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import time
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+    from .progress import print_run_summary
     from .run import finish_distributed, run_training
 
-    run_training(cfg)  # ends with the one-line summary (rank 0)
+    start = time.perf_counter()
+    result = run_training(cfg)
     finish_distributed()
+    print_run_summary(result, cfg, time.perf_counter() - start)  # one line, rank 0
     return 0
 
 
@@ -59,3 +68,26 @@ def run_merge(args: argparse.Namespace) -> int:
     out = merge_lora(args.run_dir, args.out, dtype=getattr(torch, args.dtype))
     print(f"merged model written to {out}")
     return 0
+
+
+def register_plan(subparsers: argparse._SubParsersAction) -> None:
+    """Add `minigemini plan` (minigemini/train/plan.py loads when it runs)."""
+    p = subparsers.add_parser(
+        "plan", help="memory per GPU of a training run under ZeRO-0/2/3 (+ offload), and which config fits",
+        description="Counts the run's trained and frozen parameters without loading weights, applies DeepSpeed's "
+                    "model-state estimators, measures activations on 1-2-layer proxies of the model (CPU, random "
+                    "weights), and says which configs/deepspeed file fits --gpu-mem.")
+    p.add_argument("config", help="run config YAML, e.g. configs/recipes/vicuna-7b-finetune.yaml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, as for `minigemini train`")
+    p.add_argument("--gpus", type=int, required=True, help="GPUs per node")
+    p.add_argument("--nodes", type=int, default=1, help="number of nodes (default 1)")
+    p.add_argument("--gpu-mem", default=None, help="memory of one GPU, e.g. 80GB: adds the 'fits' column")
+    p.add_argument("--supervised-fraction", type=float, default=1.0,
+                   help="share of a row's tokens that carry labels (default 1.0: an upper bound)")
+    p.set_defaults(func=run_plan)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from .plan import run_plan as run
+
+    return run(args)

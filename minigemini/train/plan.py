@@ -194,23 +194,6 @@ def human(n: float) -> str:
     return f"{n:.2f} GiB"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `minigemini plan`."""
-    p = subparsers.add_parser(
-        "plan", help="memory per GPU of a training run under ZeRO-0/2/3 (+ offload), and which config fits",
-        description="Counts the run's trained and frozen parameters without loading weights, applies DeepSpeed's "
-                    "model-state estimators, measures activations on 1-2-layer proxies of the model (CPU, random "
-                    "weights), and says which configs/deepspeed file fits --gpu-mem.")
-    p.add_argument("config", help="run config YAML, e.g. configs/recipes/vicuna-7b-finetune.yaml")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, as for `minigemini train`")
-    p.add_argument("--gpus", type=int, required=True, help="GPUs per node")
-    p.add_argument("--nodes", type=int, default=1, help="number of nodes (default 1)")
-    p.add_argument("--gpu-mem", default=None, help="memory of one GPU, e.g. 80GB: adds the 'fits' column")
-    p.add_argument("--supervised-fraction", type=float, default=1.0,
-                   help="share of a row's tokens that carry labels (default 1.0: an upper bound)")
-    p.set_defaults(func=run_plan)
-
-
 def run_plan(args: argparse.Namespace) -> int:
     from minigemini.config import load_config
 

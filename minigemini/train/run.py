@@ -180,12 +180,14 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
-    started = time.monotonic()
     from ..data.collate import DataCollator
     from ..data.dataset import LazySupervisedDataset
     from ..data.model_chat_template import set_chat_template
+    from ..data.records import default_image_folder
+    from ..logs import verbose
     from ..model.builder import build_model_and_processor, resolve_tiny
     from .lora import apply_lora, lora_base_path, qlora_load_kwargs
+    from .progress import use_quiet_progress
     from .stages import PARTS, apply_stage, cast_frozen, format_report
     from .trainer import MiniGeminiTrainer
 
@@ -220,11 +222,11 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         quantized = lora.enabled and lora.bits in (4, 8)
         cast_frozen(model, frozen_dtype, parts=("vision_lr", "vision_hr") if quantized else PARTS)
     text = format_report(report, t.stage + (" + LoRA" if lora.enabled else ""))
-    if args.should_save:
+    if args.should_save and verbose():  # quiet: the caller prints one summary line (progress.summary_line)
         print(text, flush=True)
     dataset = LazySupervisedDataset(
         cfg.data.train, processor, template=cfg.data.template or None,
-        image_folder=cfg.data.image_folder or str(Path(cfg.data.train[0]).parent),
+        image_folder=cfg.data.image_folder or default_image_folder(cfg.data.train[0]),
         max_length=cfg.model.model_max_length, on_error="skip")  # fail-fast is decided by the trainer on all ranks
     collator = DataCollator.from_processor(processor, return_sample_ids=True)
     if cfg.data.feature_cache:  # frozen-tower features from `minigemini prep cache-features` (checked: not stale)
@@ -240,6 +242,7 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=processor,
         mm_learning_rate=t.mm_learning_rate, nan_policy=t.nan_policy, on_bad_sample=cfg.data.on_bad_sample,
         group_by_modality_length=cfg.data.group_by_modality_length, callbacks=list(callbacks) or None)
+    use_quiet_progress(trainer, f"stage {t.stage}")
     if args.should_save:
         sampler = trainer._get_train_sampler()
         sampler_info = {"sampler": type(sampler).__name__, "seed": args.data_seed if args.data_seed is not None
@@ -261,12 +264,10 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     skipped = trainer.skip_report()
     if args.should_save:
         (Path(t.output_dir) / "skipped_samples.json").write_text(json.dumps(skipped, indent=2))
-        print(skip_summary(skipped, Path(t.output_dir) / "skipped_samples.json"), flush=True)
+        if verbose() or skipped["count"]:
+            print(skip_summary(skipped, Path(t.output_dir) / "skipped_samples.json"), flush=True)
     losses = {int(h["step"]): float(h["loss"]) for h in trainer.state.log_history if "loss" in h}
-    result = TrainResult(Path(t.output_dir), losses, skipped, trainer.state.global_step, report, trainer)
-    if args.should_save:
-        print(run_summary(result, time.monotonic() - started, t.export, lora.enabled), flush=True)
-    return result
+    return TrainResult(Path(t.output_dir), losses, skipped, trainer.state.global_step, report, trainer)
 
 
 def run_summary(result: TrainResult, seconds: float, exported: bool, lora: bool) -> str:
@@ -300,9 +301,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python -m minigemini.train.run CONFIG.yaml [section.key=value ...]")
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run_training(load_config(argv[0], argv[1:]))
+    from ..logs import setup, verbose
+    from .progress import print_run_summary
+
+    setup(verbose_output=verbose())  # a launched rank: quiet unless the launching shell had --verbose
+    logging.basicConfig(level=logging.INFO if verbose() else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+    cfg, start = load_config(argv[0], argv[1:]), time.perf_counter()
+    result = run_training(cfg)
     finish_distributed()
+    print_run_summary(result, cfg, time.perf_counter() - start)
     return 0
 
 

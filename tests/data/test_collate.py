@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minigemini.data.collate import DataCollator, TruncationError, truncate
+from minigemini.data.collate import DataCollator, TruncationError, fit_length
 from minigemini.data.dataset import LazySupervisedDataset, SampleError
 
 IMG = 9  # image token id in the hand-made samples
@@ -46,22 +46,24 @@ def test_all_text_and_all_image_batches():
     assert imgs["images"].shape == (2, 3, 4, 4)
 
 
-def test_truncate_rules():
-    assert truncate([1, IMG, IMG, 2, 3, 4], [-100, -100, -100, 2, 3, 4], 4, IMG) == ([1, IMG, IMG, 2],
-                                                                                     [-100, -100, -100, 2])
-    with pytest.raises(TruncationError, match="split or drop an image"):
-        truncate([1, 2, IMG, IMG, 3], [-100, -100, -100, -100, 3], 3, IMG)
-    with pytest.raises(TruncationError, match="no answer token is left"):
-        truncate([1, 2, 3, 4], [-100, -100, -100, 4], 3, IMG)
+def test_length_rule_cuts_only_unsupervised_tail():
+    """`fit_length` (training and `prep validate`): an answer token or an image block is never cut."""
+    assert fit_length([1, IMG, IMG, 2, 3, 7], [-100, -100, -100, 2, 3, -100], 5, IMG) == (
+        [1, IMG, IMG, 2, 3], [-100, -100, -100, 2, 3])
+    assert fit_length([1, 2], [-100, 2], 5, IMG) == ([1, 2], [-100, 2])
+    with pytest.raises(TruncationError, match=r"^6 tokens > max length 4: cutting would drop 2 answer token\(s\);"):
+        fit_length([1, IMG, IMG, 2, 3, 4], [-100, -100, -100, 2, 3, 4], 4, IMG)
+    with pytest.raises(TruncationError, match="cutting would drop 1 answer token\\(s\\) and part of an image block"):
+        fit_length([1, 2, IMG, IMG, 3], [-100, -100, -100, -100, 3], 3, IMG)
 
 
 def test_collator_truncation_skips_or_raises():
-    feats = [sample([1, IMG, IMG, 2, 3], [-100, -100, -100, 2, 3], n_images=1, sid="keep"),
+    feats = [sample([1, IMG, IMG, 2, 3], [-100, -100, -100, 2, -100], n_images=1, sid="keep"),
              sample([1, 2, 3, IMG, IMG], [-100, 2, 3, -100, -100], n_images=1, sid="cut")]
     batch = DataCollator(pad_token_id=0, max_length=4, image_token_id=IMG)(feats)
     assert batch["input_ids"].tolist() == [[1, IMG, IMG, 2]] and batch["images"].shape[0] == 1
     assert batch["skipped_samples"][0]["sample_id"] == "cut"
-    assert "split or drop an image" in batch["skipped_samples"][0]["reason"]
+    assert "part of an image block" in batch["skipped_samples"][0]["reason"]
     with pytest.raises(SampleError, match="sample 'cut'"):
         DataCollator(pad_token_id=0, max_length=4, image_token_id=IMG, on_error="raise")(feats)
 

@@ -146,20 +146,24 @@ def test_all_bad_never_hangs(tiny_processor):
         ds[4]
 
 
-def test_truncation_keeps_image_blocks(tmp_path, tiny_processor, image_file):
+def test_length_rule_never_cuts_answers_or_images(tmp_path, tiny_processor, image_file):
+    """Too long = skipped and reported (as `prep validate` flags it), never a silently shortened answer."""
     image_file(tmp_path / "a.png")
     long_answer = " ".join(["word"] * 60)
     records = [_rec("cut-text", "a.png", "<image>\nQ", long_answer),
-               _rec("cut-image", ["a.png", "a.png"], "<image> " + " ".join(["pad"] * 60) + " <image>", "A")]
+               _rec("cut-image", ["a.png", "a.png"], "<image> " + " ".join(["pad"] * 60) + " <image>", "A"),
+               _rec("fits", "a.png", "<image>\nQ", "A")]
     ds = LazySupervisedDataset(records, tiny_processor, image_folder=tmp_path, max_length=100, on_error="raise")
-    item = ds[0]
-    ids = item["input_ids"].tolist()
-    assert len(ids) == 100 and ids.count(512) == 16 and item["labels"][-1] != IGNORE_INDEX
-    with pytest.raises(SampleError, match="split or drop an image") as err:
+    with pytest.raises(SampleError, match=r"cutting would drop \d+ answer token\(s\);") as err:
+        ds[0]
+    assert err.value.kind == "too_long"
+    with pytest.raises(SampleError, match="part of an image block") as err:
         ds[1]
     assert err.value.kind == "too_long"
     skip = LazySupervisedDataset(records, tiny_processor, image_folder=tmp_path, max_length=100)
-    assert skip[1]["sample_id"] == "cut-text" and skip[1]["skipped"][0]["sample_id"] == "cut-image"
+    item = skip[0]
+    assert item["sample_id"] == "fits" and [s["sample_id"] for s in item["skipped"]] == ["cut-text", "cut-image"]
+    assert all("max length 100" in s["reason"] for s in item["skipped"])
 
 
 def test_hf_dataset_sources(tmp_path, tiny_processor, image_file):

@@ -126,3 +126,37 @@ def test_unreadable_json_file(tmp_path, capsys):
     data.write_text('[{"id": 1,\n "conversations": ]')
     assert main(["prep", "validate", str(data), "--no-progress"]) == 1
     assert "line 2 column 19: malformed JSON" in capsys.readouterr().out
+
+
+def test_notes_folder_and_the_training_length_rule(tmp_path, tiny_model_dir, tiny_processor, capsys):
+    """Automatic <image> placement is a note with ids; the searched folder is printed (default: the data's
+    folder, as in training); too_long is exactly what the training dataset refuses (one rule)."""
+    from minigemini.data.dataset import LazySupervisedDataset
+    from minigemini.data.records import SampleError
+
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (40, 30)).save(tmp_path / "imgs" / "a.png")
+    recs = [_rec("auto-1", "imgs/a.png", "What colour?", "Black."), _rec("placed", "imgs/a.png", "<image>\nQ?", "A."),
+            _rec("auto-2", ["imgs/a.png", "imgs/a.png"], "Same?", "Yes."),
+            _rec("long", None, "Tell me a story.", " ".join(["word"] * 150)), _rec("fits", None, "Hi", "Hello")]
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(recs))
+    assert main(["prep", "validate", str(data), "--tokenizer", str(tiny_model_dir), "--max-length", "100",
+                 "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "checked 5 records: 4 good, 1 with problems" in out
+    assert f"images searched in: {tmp_path.resolve()}\n" in out
+    assert ("note: 2 record(s) have images but no <image> in the text: training puts one <image> per image at the "
+            "start of the first user turn: ids auto-1, auto-2") in out
+    too_long = [line for line in out.splitlines() if "(id 'long')" in line]
+    assert len(too_long) == 1 and "> max length 100: cutting would drop" in too_long[0]
+    ds = LazySupervisedDataset(str(data), tiny_processor, image_folder=tmp_path, max_length=100, on_error="raise")
+    refused = []
+    for i in range(len(ds)):
+        try:
+            ds[i]
+        except SampleError as exc:
+            refused.append((exc.sample_id, exc.kind))
+    assert refused == [("long", "too_long")]
+    assert main(["prep", "validate", str(data), "--image-folder", str(tmp_path / "nowhere"), "--no-progress"]) == 1
+    assert f"images searched in: {(tmp_path / 'nowhere').resolve()}\n" in capsys.readouterr().out
