@@ -1,4 +1,4 @@
-"""`minigemini prep ...`: validate | convert | synthetic (| cache-features, added by its own module).
+"""`minigemini prep ...`: validate | convert | synthetic (| cache-features, render: added by their own modules).
 
 Hook for more `prep` subcommands: add `name: "module.path"` to `EXTRA_PREP_COMMANDS`; the module
 exposes `HELP` (one line), `add_arguments(parser)` and `run(args) -> int` (exit code), with its
@@ -14,6 +14,7 @@ import sys
 
 EXTRA_PREP_COMMANDS = {
     "cache-features": "minigemini.data.feature_cache_build",  # precomputed frozen-tower features
+    "render": "minigemini.data.render",  # one record as the template writes it (data formatting check)
 }
 
 
