@@ -1,4 +1,4 @@
-"""`minigemini prep ...`: validate | convert | synthetic (| cache-features, added by its own module).
+"""`minigemini prep ...`: validate | convert | synthetic (| cache-features, render: added by their own modules).
 
 Hook for more `prep` subcommands: add `name: ("module.path", "one-line help")` to `EXTRA_PREP_COMMANDS`;
 the module exposes `add_arguments(parser)` and `run(args) -> int` (exit code). It is imported only
@@ -16,6 +16,9 @@ import sys
 EXTRA_PREP_COMMANDS = {  # name -> (module, help)
     "cache-features": ("minigemini.data.feature_cache_build",
                        "precompute frozen LR/HR tower features for a data set (faster stage-1 training)"),
+    "render": ("minigemini.data.render",
+               "print the first record of a LLaVA JSON/JSONL file as the template renders it (--show-labels: "
+               "trained spans)"),
 }
 
 

@@ -334,6 +334,7 @@ def render_prompt(template: str | Template, messages: Sequence[dict], processor:
     `messages`: LLaVA turns or chat messages ending with a user turn (put `<image>` where each image
     goes). Returns the text (BOS not included: tokenize it with `processor(text, add_bos=needs_bos(t))`),
     or with `return_ids=True` the ids exactly as training builds them (BOS and image ids included).
+    `plain` is the exception: its prompt is conversation.py's (question kept), its training text is not.
     """
     t = get_template(template)
     tok = processor.tokenizer if hasattr(processor, "tokenizer") else processor

@@ -60,8 +60,9 @@ FAMILIES: dict[str, tuple] = {
     "yi": ("spm", "<|startoftext|>", "<|im_end|>", "<unk>", "<unk>", ("<|im_start|>", "<|endoftext|>"),
            CHATML_CHAT_TEMPLATE),  # Nous-Hermes-2-Yi-34B (MGM-34B): ChatML markers, no BOS added
 }
+# the conversation template each family is used with
 FAMILY_TEMPLATE = {"vicuna": "vicuna_v1", "llama3": "llama_3", "gemma": "gemma", "mistral": "mistral_instruct",
-                   "qwen2": "qwen2", "chatml": "chatml", "yi": "chatml_direct"}  # the conversation template each family is used with
+                   "qwen2": "qwen2", "chatml": "chatml", "yi": "chatml_direct"}
 BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]
 
 

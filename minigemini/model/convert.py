@@ -5,6 +5,11 @@ MGM stores one flat state dict: the LLM under `model.*` / `lm_head.*`, the CLIP 
 vision_{stem,stages}.*`, mining under `model.vlm_uni_{query,aux,val}_projector.*` and the projector
 under `model.mm_projector.*`. Its inputs carry one `-200` per image; ours carry N image-token ids.
 Numerical equivalence is checked against tensors produced by the official code (tests).
+
+The LLM weights are loaded through transformers' own `from_pretrained(state_dict=...)`, so the
+library's checkpoint conversions apply as for any legacy checkpoint (transformers 5 fuses Mixtral's
+per-expert `block_sparse_moe.experts.N.w1/w2/w3` into `mlp.experts.gate_up_proj/down_proj`).
+The conversation template is chosen per family from the checkpoint (`detect_template`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ KEY_MAP: list[tuple[str, str]] = [
 
 MGM_ARCH_TO_MODEL_TYPE = {"MGMLlamaForCausalLM": "llama", "MGMGemmaForCausalLM": "gemma",
                           "MGMMistralForCausalLM": "mistral", "MGMMixtralForCausalLM": "mixtral"}
+MGM_MODEL_TYPES = {"mgm": "llama", "mgm_gemma": "gemma", "mgm_mistral": "mistral", "mgm_mixtral": "mixtral"}
+# released family -> template, as the official scripts use them (MGM-2B gemma, 7B/13B vicuna_v1, 8B llama_3,
+# 8x7B mistral_instruct, 34B chatml_direct)
+LLAMA_TOKENIZER_TEMPLATES = [("<|eot_id|>", 128000, "llama_3", "a Llama-3 tokenizer (<|eot_id|>)"),
+                             ("<|im_start|>", 64000, "chatml_direct", "a Yi / ChatML tokenizer (<|im_start|>)")]
 MGM_ONLY_KEYS = {"mm_", "image_", "vision", "tune_", "freeze_", "optimize_", "use_mm_proj", "tokenizer_",
                  "fixture", "architectures", "model_type", "transformers_version", "torch_dtype"}
 
@@ -50,13 +60,39 @@ def convert_key(key: str) -> str:
     raise KeyError(f"unrecognised MGM checkpoint key {key!r}")
 
 
-def convert_mgm_config(mgm: dict[str, Any], image_token_id: int | None = None) -> MiniGeminiConfig:
-    """Build our config from an MGM `config.json` dict (tower architectures from its `fixture` entry
-    when present, else from the standard CLIP ViT-L/14-336 and ConvNeXt-L presets)."""
-    arch = (mgm.get("architectures") or ["MGMLlamaForCausalLM"])[0]
-    model_type = MGM_ARCH_TO_MODEL_TYPE.get(arch)
+def llm_model_type(mgm: dict[str, Any]) -> str:
+    """The HF model_type of the LLM inside an MGM config (from `architectures`, else MGM's `model_type`)."""
+    arch = (mgm.get("architectures") or [None])[0]
+    model_type = MGM_ARCH_TO_MODEL_TYPE.get(arch) if arch else MGM_MODEL_TYPES.get(mgm.get("model_type"), "llama")
     if model_type is None:
         raise ValueError(f"unsupported MGM architecture {arch!r}; known: {sorted(MGM_ARCH_TO_MODEL_TYPE)}")
+    return model_type
+
+
+def detect_template(mgm: dict[str, Any], tokenizer: Any = None) -> tuple[str, str]:
+    """(template, why) for an MGM checkpoint: Gemma -> gemma, Mixtral/Mistral -> mistral_instruct; a Llama
+    architecture by its tokenizer (`<|eot_id|>`: Llama-3 -> llama_3; `<|im_start|>`: Yi -> chatml_direct),
+    or without a tokenizer by `vocab_size` (>= 128000 / 64000); any other Llama (Vicuna's Llama-2
+    tokenizer) -> vicuna_v1, MGM's own default (train.py and serve/cli.py fall back to it)."""
+    model_type = llm_model_type(mgm)
+    if model_type == "gemma":
+        return "gemma", "Gemma architecture (MGM-2B)"
+    if model_type in ("mixtral", "mistral"):
+        return "mistral_instruct", f"{model_type.capitalize()} architecture (MGM-8x7B)"
+    size = int(mgm.get("vocab_size", 0))
+    for marker, vocab_size, template, why in LLAMA_TOKENIZER_TEMPLATES:
+        found = marker in tokenizer.get_vocab() if tokenizer is not None else size >= vocab_size
+        if found and (tokenizer is not None or size < 2 * vocab_size):
+            return template, f"Llama architecture with {why if tokenizer is not None else f'vocab_size {size}'}"
+    return "vicuna_v1", "Llama architecture, neither a Llama-3 nor a Yi tokenizer (Vicuna; MGM's default)"
+
+
+def convert_mgm_config(mgm: dict[str, Any], image_token_id: int | None = None,
+                       template: str | None = None) -> MiniGeminiConfig:
+    """Build our config from an MGM `config.json` dict (tower architectures from its `fixture` entry
+    when present, else from the standard CLIP ViT-L/14-336 and ConvNeXt-L presets); `template`
+    defaults to `detect_template(mgm)`."""
+    model_type = llm_model_type(mgm)
     text = {k: v for k, v in mgm.items() if not any(k.startswith(p) for p in MGM_ONLY_KEYS)}
     text["model_type"] = model_type
     extra = mgm.get("fixture", {})
@@ -82,12 +118,8 @@ def convert_mgm_config(mgm: dict[str, Any], image_token_id: int | None = None) -
         image_grid=int(mgm.get("image_grid", 1) or 1), image_global=bool(mgm.get("image_global", False)),
         image_aspect_ratio=mgm.get("image_aspect_ratio", "pad"), projector_type=mgm.get("mm_projector_type", "mlp2x_gelu"),
         image_token_id=image_token_id if image_token_id is not None else vocab,
-        template=_template_for(model_type), pad_token_id=mgm.get("pad_token_id"),
+        template=template or detect_template(mgm)[0], pad_token_id=mgm.get("pad_token_id"),
     )
-
-
-def _template_for(model_type: str) -> str:
-    return {"gemma": "gemma", "mixtral": "mistral_instruct", "mistral": "mistral_instruct"}.get(model_type, "vicuna_v1")
 
 
 def load_mgm_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
@@ -105,16 +137,32 @@ def load_mgm_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def convert_mgm_checkpoint(folder: str | Path, image_token_id: int | None = None, dtype: torch.dtype | None = None):
-    """Load an MGM checkpoint folder as a `MiniGeminiForCausalLM` (weights checked: strict load)."""
+def convert_mgm_checkpoint(folder: str | Path, image_token_id: int | None = None, dtype: torch.dtype | None = None,
+                           template: str | None = None):
+    """Load an MGM checkpoint folder as a `MiniGeminiForCausalLM` (weights checked: strict load).
+
+    The LLM goes through transformers' `from_pretrained` (its legacy-checkpoint conversions apply);
+    towers, mining and projector load strictly into our modules.
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
     from .modeling import MiniGeminiForCausalLM
 
     folder = Path(folder)
-    config = convert_mgm_config(json.loads((folder / "config.json").read_text()), image_token_id)
-    model = MiniGeminiForCausalLM(config)
+    config = convert_mgm_config(json.loads((folder / "config.json").read_text()), image_token_id, template)
     state = load_mgm_state_dict(folder)
+    prefix = "language_model."
+    llm_state = {k[len(prefix):]: state.pop(k) for k in list(state) if k.startswith(prefix)}
+    llm_state = {k: v for k, v in llm_state.items() if not k.endswith("rotary_emb.inv_freq")}  # recomputed
+    llm_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config.text_config)]
+    llm, info = llm_class.from_pretrained(None, config=config.text_config, state_dict=llm_state,
+                                          output_loading_info=True, dtype=dtype or torch.float32)
+    bad = {k: sorted(info[k])[:5] for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[k]}
+    if bad or info["error_msgs"]:
+        raise ValueError(f"the LLM weights of {folder} do not fit its config.json: {bad or info['error_msgs']}")
+    model = MiniGeminiForCausalLM(config, language_model=llm)
     result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not _is_ignorable_missing(k, model)]
+    missing = [k for k in result.missing_keys if not k.startswith(prefix) and not _is_ignorable_missing(k, model)]
     if missing or result.unexpected_keys:
         raise ValueError(f"checkpoint {folder} does not fit the converted config: missing {missing[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")

@@ -66,7 +66,8 @@ GOLDEN = {
         "[INST] <image>\nWhat is shown? [/INST]",
         "[INST] <image>\nWhat is shown? [/INST] A red square. </s><s>[INST] How many dots? [/INST]"),
     "chatml_direct": (
-        CHATML_SYS + "<|im_start|>user\n<image>\nWhat is shown?<|im_end|><|im_start|>assistant\nA red square.<|im_end|>",
+        CHATML_SYS + "<|im_start|>user\n<image>\nWhat is shown?<|im_end|><|im_start|>assistant\n"
+                     "A red square.<|im_end|>",
         CHATML_SYS + "<|im_start|>user\n<image>\nWhat is shown?<|im_end|><|im_start|>assistant\nA red square.<|im_end|>"
         "<|im_start|>user\nHow many dots?<|im_end|><|im_start|>assistant\nThere are three small dots.<|im_end|>",
         CHATML_SYS + "<|im_start|>user\n<image>\nWhat is shown?<|im_end|><|im_start|>assistant\n",
