@@ -34,22 +34,20 @@ def run_train(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from ..config import ConfigError, load_config
+    from ..config import load_config
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        raise SystemExit(f"config error: {exc}") from None
+    cfg = load_config(args.config, args.overrides)  # a ConfigError (ValueError) ends with exit code 2
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from .run import finish_distributed, run_training
+    from .run import exit_code, finish_distributed, run_training
 
     result = run_training(cfg)
     finish_distributed()
-    print(f"done: {result.global_step} steps, output in {result.output_dir}")
-    return 0
+    if not result.stopped_by:
+        print(f"done: {result.global_step} steps, output in {result.output_dir}")
+    return exit_code(result)  # 128 + signal after a pre-emption stop (checkpoint written)
 
 
 def run_merge(args: argparse.Namespace) -> int:
