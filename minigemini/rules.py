@@ -99,8 +99,8 @@ def feature_cache_x_towers(cfg: RunConfig) -> str | None:
 def packing_x_attention(cfg: RunConfig) -> str | None:
     attn = cfg.model.attn_implementation or "sdpa"
     if cfg.data.packing and attn not in PACKING_ATTENTION:
-        return (f"data.packing=true needs an attention that restarts at each sample; model.attn_implementation="
-                f"{attn!r} does not: use one of {', '.join(PACKING_ATTENTION)} or data.packing=false")
+        return (f"data.packing=true cannot be used with model.attn_implementation={attn!r} (it does not restart "
+                f"attention at each sample): use one that does: {', '.join(PACKING_ATTENTION)}; or data.packing=false")
     return None
 
 
@@ -151,10 +151,26 @@ def quantisation_x_stage(cfg: RunConfig) -> str | None:
         return f"lora.bits must be 4, 8 or 16, got {lora.bits}"
     if lora.bits < 16 and not lora.enabled:
         return f"lora.bits={lora.bits} quantizes the LLM for QLoRA only: set lora.enabled=true or lora.bits=16"
-    if lora.enabled and stage == "pretrain":
-        return "lora.enabled=true in training.stage=pretrain: the LLM is frozen in stage 1; use stage finetune"
+    if lora.enabled and "llm" not in _trainable(cfg):
+        return (f"lora.enabled=true but training.stage={stage} does not train the LLM: use training.stage=finetune "
+                "(or add llm to training.unfreeze)")
     if lora.bits < 16 and cfg.deepspeed.config and int(_zero(cfg).get("stage", 0) or 0) == 3:
         return f"lora.bits={lora.bits} (QLoRA) cannot be partitioned by ZeRO-3: use zero2 or lora.bits=16"
+    return None
+
+
+def _trainable(cfg: RunConfig) -> tuple[str, ...]:
+    from .train.stages import trainable_parts
+
+    return trainable_parts(cfg.training.stage, cfg.training.unfreeze)
+
+
+def stage_table(cfg: RunConfig) -> str | None:
+    """training.stage and training.unfreeze name known stages / parts."""
+    try:
+        _trainable(cfg)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -171,7 +187,7 @@ def template_known(cfg: RunConfig) -> str | None:
 
 
 RULES: tuple[Callable[[RunConfig], str | None], ...] = (
-    values, template_known, paths, feature_cache_x_towers, packing_x_attention, deepspeed_x_save_only_model,
+    values, stage_table, template_known, paths, feature_cache_x_towers, packing_x_attention, deepspeed_x_save_only_model,
     zero3_x_export, deepspeed_x_nan_skip, init_from_x_model, quantisation_x_stage)
 
 

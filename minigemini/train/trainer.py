@@ -188,6 +188,13 @@ class MiniGeminiTrainer(Trainer):
             def skipped_step(closure: Any = None) -> None:
                 del optimizer.step  # back to the real method for the next step
                 optimizer._is_overflow = optimizer._minigemini_skipped = True
+                scaler = getattr(optimizer, "scaler", None)
+                if scaler is not None:  # forget this step's unscale_ (as update() would), keep scale and tracker
+                    from collections import defaultdict
+
+                    from torch.amp.grad_scaler import _refresh_per_optimizer_state
+
+                    scaler._per_optimizer_states = defaultdict(_refresh_per_optimizer_state)
 
             optimizer.step = skipped_step
         return super()._get_grad_norm(model, grad_norm)
