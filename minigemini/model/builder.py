@@ -230,8 +230,9 @@ def build_model_and_processor(spec: Any, dtype: torch.dtype = torch.float32, cor
     if spec.preset == "tiny":
         spec = resolve_tiny(spec, corpus)
     if spec.init_from:  # the architecture is the saved model's; template / attention / max length apply
-        kwargs = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
-        model = MiniGeminiForCausalLM.from_pretrained(spec.init_from, dtype=dtype, **kwargs)
+        model = MiniGeminiForCausalLM.from_pretrained(spec.init_from, dtype=dtype)
+        if spec.attn_implementation:
+            model.set_attn_implementation(spec.attn_implementation)
         processor = MiniGeminiProcessor.from_pretrained(spec.init_from)
     else:
         model, processor = _build_from_parts(spec, dtype)

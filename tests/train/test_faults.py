@@ -262,3 +262,12 @@ def test_launcher_entry_point_exits_2_and_traceback_on_request(tmp_path: Path) -
     run = subprocess.run([sys.executable, "-m", "minigemini.train.run", str(bad)], env=env, capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 1 and "Traceback" in run.stderr and "ConfigError" in run.stderr
+
+
+def test_init_from_applies_attention_override(overrides, tmp_path: Path, synthetic_dir: Path, tiny_base: Path,
+                                              stage1_dir: Path) -> None:
+    result = run_training(_cfg(overrides, tmp_path / "s2", synthetic_dir, tiny_base, TINY_FINETUNE,
+                               training__max_steps=1, training__save_strategy="no", training__export="false",
+                               model__init_from=stage1_dir, model__pretrained_adapter="null",
+                               model__attn_implementation="eager"))
+    assert result.trainer.model.language_model.config._attn_implementation == "eager"
