@@ -34,7 +34,7 @@ class PreemptionCallback(TrainerCallback):
     def _handle(self, signum: int, frame: Any) -> None:
         self._pending = signal.Signals(signum).name
 
-    def install(self) -> "PreemptionCallback":
+    def install(self) -> PreemptionCallback:
         """Catch the signals from now on (a signal while the model loads stops the run at its first step)."""
         if self._previous:
             return self

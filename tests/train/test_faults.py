@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -247,7 +248,7 @@ def test_config_errors_exit_2_with_one_line(tmp_path: Path, synthetic_dir: Path,
     assert cli_main(["train", str(bad), *over]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert pytest.importorskip("re").search(message, err), err
+    assert re.search(message, err), err
 
 
 def test_launcher_entry_point_exits_2_and_traceback_on_request(tmp_path: Path) -> None:
