@@ -272,3 +272,34 @@ def test_init_from_applies_attention_override(overrides, tmp_path: Path, synthet
                                model__init_from=stage1_dir, model__pretrained_adapter="null",
                                model__attn_implementation="eager"))
     assert result.trainer.model.language_model.config._attn_implementation == "eager"
+
+
+def test_slurm_script_checkpoints_and_requeues_on_usr1(overrides, tmp_path: Path, synthetic_dir: Path,
+                                                       tiny_base: Path) -> None:
+    """scripts/train_slurm.sbatch with stand-ins for srun / torchrun / scontrol (they pass the signal on as the real
+    ones do): USR1 to the batch shell -> the rank checkpoints and stops -> `scontrol requeue`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shims = {"srun": 'while [[ "$1" == --* ]]; do shift; done\nexec "$@"',
+             "torchrun": 'while [ "$1" != "-m" ]; do shift; done\nshift\nexec "$PYTHON" -m "$@"',
+             "scontrol": 'if [ "$1" = show ]; then echo localhost; else echo "$@" >> "$REQUEUED"; fi'}
+    for name, body in shims.items():
+        (bin_dir / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    out = tmp_path / "run"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHON": sys.executable,
+           "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "REQUEUED": str(tmp_path / "rq"),
+           "SLURM_JOB_NODELIST": "localhost", "SLURM_GPUS_ON_NODE": "1", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
+           "SLURM_JOB_ID": "4242"}
+    args = overrides(out, synthetic_dir / "captions.json", tiny_base, training__max_steps=400, training__save_steps=1000)
+    proc = subprocess.Popen(["bash", str(REPO / "scripts" / "train_slurm.sbatch"), str(TINY_PRETRAIN), *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(out / "run_info.json", proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGUSR1)
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, log
+    assert "checkpoint written (exit 138); requeueing job 4242" in log and "stopped by SIGUSR1" in log, log
+    assert (tmp_path / "rq").read_text().split() == ["requeue", "4242"]
+    assert len(saving.checkpoint_folders(out)) == 1
+    assert "resume_from_checkpoint: auto" in (out / "run_config.yaml").read_text()
