@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # bad input (config, data, paths): the message says what to do
         if os.environ.get("MINIGEMINI_TRACEBACK"):
             raise
-        print(f"minigemini {args.command}: error: {exc}\n(set MINIGEMINI_TRACEBACK=1 for the traceback)",
+        print(f"minigemini {args.command}: error: {exc} (MINIGEMINI_TRACEBACK=1 shows the traceback)",
               file=sys.stderr)
         return 2
     return int(result or 0)

@@ -10,6 +10,7 @@ Unknown keys are errors that list the valid ones; values are checked against the
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import types
 import typing
@@ -185,7 +186,13 @@ def read_yaml_with_includes(path: Path, _seen: tuple[Path, ...] = ()) -> dict[st
         raise ConfigError(f"{path}: include cycle ({' -> '.join(str(p) for p in (*_seen, path))})")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    data = _load_yaml(path.read_text()) or {}
+    try:
+        data = _load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem}); fix that line") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     includes = data.pop("include", []) or []
@@ -241,7 +248,10 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     unknown = sorted(set(raw) - names)
     if unknown:
         valid = ", ".join(sorted(names))
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(prefix + u for u in unknown)}; "
+        hints = [f"{prefix}{close[0]}" for u in unknown
+                 if (close := difflib.get_close_matches(str(u), names, n=1, cutoff=0.6))]
+        hint = f" (did you mean {'; '.join(hints)}?)" if hints else ""
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(prefix + str(u) for u in unknown)}{hint}; "
                           f"valid keys of {where}: {valid}")
     kwargs = {}
     for name, value in raw.items():

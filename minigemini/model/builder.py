@@ -92,14 +92,10 @@ def connector_state_dict(model: MiniGeminiForCausalLM) -> dict[str, torch.Tensor
 def save_connector(model: MiniGeminiForCausalLM, folder: str | Path,
                    state_dict: dict[str, torch.Tensor] | None = None) -> Path:
     """Write `mm_projector.safetensors` (mining + projector) into `folder`."""
-    from safetensors.torch import save_file
+    from .weights import save_weight_subset
 
     state = state_dict if state_dict is not None else connector_state_dict(model)
-    state = {k: v.detach().cpu().contiguous() for k, v in state.items() if k.split(".")[0] in CONNECTOR_PARTS}
-    path = Path(folder) / CONNECTOR_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={"format": "pt"})
-    return path
+    return save_weight_subset(state, Path(folder) / CONNECTOR_FILE, lambda k: k.split(".")[0] in CONNECTOR_PARTS)
 
 
 def load_connector(model: MiniGeminiForCausalLM, path: str | Path) -> Path:
@@ -233,8 +229,10 @@ def build_model_and_processor(spec: Any, dtype: torch.dtype = torch.float32, cor
         raise ValueError(f"unknown model.preset {spec.preset!r}; valid: tiny (or none)")
     if spec.preset == "tiny":
         spec = resolve_tiny(spec, corpus)
-    if spec.init_from:
+    if spec.init_from:  # the architecture is the saved model's; template / attention / max length apply
         model = MiniGeminiForCausalLM.from_pretrained(spec.init_from, dtype=dtype)
+        if spec.attn_implementation:
+            model.set_attn_implementation(spec.attn_implementation)
         processor = MiniGeminiProcessor.from_pretrained(spec.init_from)
     else:
         model, processor = _build_from_parts(spec, dtype)

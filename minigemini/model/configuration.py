@@ -97,6 +97,10 @@ class MiniGeminiConfig(PretrainedConfig):
     def _check(self) -> None:
         if self.image_global and self.image_grid < 2:
             raise ValueError("image_global=True needs image_grid >= 2 (MGM-HD: grid crops plus one global view)")
+        feature = (self.vision_lr or {}).get("select_feature", "patch")
+        if feature != "patch":  # CLS + patches: N+1 tokens per view, but mining and <image> expansion count N
+            raise ValueError(f"vision_lr select_feature {feature!r} is not supported (patch info mining and the "
+                             "image-token count need the patch grid only): use select_feature 'patch'")
         patch = self.lr_patch_size
         if self.image_size % patch:
             raise ValueError(f"image_size {self.image_size} is not a multiple of the LR patch size {patch}")

@@ -65,12 +65,24 @@ class MiniGeminiForCausalLM(MiniGeminiPreTrainedModel, GenerationMixin):
         self.post_init()
 
     @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+    def from_pretrained(cls, *args: Any, allow_partial: bool = False, **kwargs: Any) -> Any:
         """`PreTrainedModel.from_pretrained`, with the towers frozen again as after `__init__` (transformers v5
-        loads every floating-point weight as a new `nn.Parameter(requires_grad=True)`)."""
-        loaded = super().from_pretrained(*args, **kwargs)
-        (loaded[0] if isinstance(loaded, tuple) else loaded).freeze_towers()
-        return loaded
+        loads every floating-point weight as a new `nn.Parameter(requires_grad=True)`). A folder with missing,
+        unexpected or wrongly shaped weights is an error naming them (a model with random-init parts would
+        answer nonsense), unless `allow_partial=True`."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        model.freeze_towers()
+        problems = {kind: sorted(map(str, info.get(f"{kind}_keys") or ())) for kind in ("missing", "unexpected",
+                                                                                         "mismatched")}
+        if not allow_partial and any(problems.values()):
+            where = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            text = "; ".join(f"{len(v)} {k} ({', '.join(v[:5])}{', ...' if len(v) > 5 else ''})"
+                             for k, v in problems.items() if v)
+            raise ValueError(f"{where}: the weights do not fit the model: {text}. Is this a complete model folder "
+                             "(a training run's export, not a checkpoint-N folder)? Pass allow_partial=True to "
+                             "load it anyway with those weights left as initialised")
+        return (model, info) if want_info else model
 
     def freeze_towers(self) -> None:
         """Towers: no gradients, eval mode (they then ignore `.train()`, see towers.py)."""

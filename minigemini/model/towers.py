@@ -61,8 +61,8 @@ class LowResTower(FrozenAwareTower):
         if not 0 <= self.num_layers_used <= layers:
             raise ValueError(f"select_layer {select} is out of range for a {layers}-layer ViT")
         self.select_feature = spec.get("select_feature", "patch")
-        if self.select_feature not in ("patch", "cls_patch"):
-            raise ValueError(f"select_feature must be 'patch' or 'cls_patch', got {self.select_feature!r}")
+        if self.select_feature != "patch":  # CLS + patches would break mining's grid and the image-token count
+            raise ValueError(f"select_feature must be 'patch', got {self.select_feature!r}")
 
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         vm = self.clip
@@ -70,7 +70,7 @@ class LowResTower(FrozenAwareTower):
         hidden = vm.pre_layrnorm(vm.embeddings(pixel_values.to(dtype)))
         for layer in vm.encoder.layers[: self.num_layers_used]:
             hidden = layer(hidden, None)
-        return hidden[:, 1:] if self.select_feature == "patch" else hidden
+        return hidden[:, 1:]  # patch tokens (CLS dropped)
 
     def load_pretrained(self, weights: str) -> None:
         """Load CLIP weights from a hub id or a local folder (a `CLIPVisionModel` checkpoint)."""

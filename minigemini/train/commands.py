@@ -37,12 +37,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from ..config import ConfigError, load_config
+    from ..config import load_config
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        raise SystemExit(f"config error: {exc}") from None
+    cfg = load_config(args.config, args.overrides)  # a ConfigError (ValueError) ends with exit code 2
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
@@ -51,13 +48,14 @@ def run_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
     from .progress import print_run_summary
-    from .run import finish_distributed, run_training
+    from .run import exit_code, finish_distributed, run_training
 
     start = time.perf_counter()
     result = run_training(cfg)
     finish_distributed()
-    print_run_summary(result, cfg, time.perf_counter() - start)  # one line, rank 0
-    return 0
+    if not result.stopped_by:
+        print_run_summary(result, cfg, time.perf_counter() - start)  # one line, rank 0
+    return exit_code(result)  # 128 + signal after a pre-emption stop (checkpoint written)
 
 
 def run_merge(args: argparse.Namespace) -> int:

@@ -12,7 +12,6 @@ import copy
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,10 +21,10 @@ from typing import Any, Sequence
 import torch
 
 from ..config import RunConfig, load_config
+from ..rules import check_run_config, check_template_tokenizer, resolve_deepspeed_config
+from .run_record import write_start_files
 
 logger = logging.getLogger("minigemini.train")
-
-PRECISIONS = ("bf16", "fp16", "fp32")
 
 
 @dataclass
@@ -38,6 +37,7 @@ class TrainResult:
     global_step: int = 0
     trainable: dict[str, tuple[int, int]] = field(default_factory=dict)
     trainer: Any = None  # the MiniGeminiTrainer (model: trainer.model; DeepSpeed engine: trainer.model_wrapped)
+    stopped_by: str | None = None  # "SIGTERM" / "SIGUSR1" when a pre-emption signal stopped the run
 
 
 def world_size_from_env() -> int:
@@ -62,26 +62,11 @@ def gradient_accumulation(cfg: RunConfig, world: int) -> int:
     return ga
 
 
-def resolve_deepspeed_config(value: str | None) -> str | None:
-    """A DeepSpeed JSON path; `zero2` etc. and `configs/deepspeed/...` also resolve inside the repository."""
-    if not value:
-        return None
-    repo_configs = Path(__file__).resolve().parents[2] / "configs" / "deepspeed"
-    for candidate in (Path(value), repo_configs / value, repo_configs / f"{value}.json",
-                      repo_configs.parent.parent / value):
-        if candidate.is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"deepspeed.config {value!r} not found; give a JSON path or one of "
-                            f"{sorted(p.stem for p in repo_configs.glob('*.json'))}")
-
-
 def build_training_arguments(cfg: RunConfig) -> Any:
     """`transformers.TrainingArguments` for the run (create it BEFORE the model: ZeRO-3 partitions at load)."""
     from transformers import TrainingArguments
 
     t = cfg.training
-    if t.precision not in PRECISIONS:
-        raise ValueError(f"training.precision must be one of {PRECISIONS}, got {t.precision!r}")
     use_cpu = (not torch.cuda.is_available()) if t.use_cpu is None else t.use_cpu
     kwargs: dict[str, Any] = dict(
         output_dir=t.output_dir, seed=t.seed, num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
@@ -133,102 +118,138 @@ def check_packing_support(model: Any, attn_implementation: str | None) -> None:
 def resolve_frozen_dtype(cfg: RunConfig, deepspeed_low_precision: bool) -> torch.dtype | None:
     """The dtype to store frozen weights in (`model.frozen_dtype`), or None to leave them as loaded
     (fp32 training, `frozen_dtype: fp32`, or DeepSpeed bf16/fp16, where every weight is already low precision)."""
-    choice = cfg.model.frozen_dtype
-    if choice not in ("auto", "fp32"):
-        raise ValueError(f"model.frozen_dtype must be auto or fp32, got {choice!r}")
-    if choice == "fp32" or deepspeed_low_precision:
+    if cfg.model.frozen_dtype == "fp32" or deepspeed_low_precision:
         return None
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.training.precision)
 
 
-def git_commit() -> str:
-    """The package's git commit (+ "-dirty"), or "unknown" outside a checkout."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
-        if sha.returncode:
-            return "unknown"
-        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def write_run_files(cfg: RunConfig, args: Any, sampler_info: dict[str, Any], model_spec: Any = None) -> None:
-    """Resolved config, seed, version, commit and data order into the output folder (main process)."""
-    from .. import __version__
-
-    out = Path(cfg.training.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "run_config.yaml")
-    info = {"seed": cfg.training.seed, "data_seed": args.data_seed if args.data_seed is not None else cfg.training.seed,
-            "minigemini_version": __version__, "git_commit": git_commit(), "world_size": args.world_size,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
-            "torch": torch.__version__, "command": sys.argv, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "data_order": sampler_info}
-    if model_spec is not None:  # where the weights really came from (e.g. the tiny preset's folders)
-        info["model_sources"] = {k: getattr(model_spec, k, None) for k in
-                                 ("llm", "tokenizer", "vision_lr", "vision_hr", "init_from", "pretrained_adapter")}
-    (out / "run_info.json").write_text(json.dumps(info, indent=2, default=str))
-
-
 def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Run one training stage as configured (extra `TrainerCallback`s optional); returns losses, skip report,
-    output folder and the trainer."""
+    output folder and the trainer. SIGTERM/SIGUSR1 save a checkpoint and stop (`TrainResult.stopped_by`)."""
+    from .preemption import PreemptionCallback
+
+    check_run_config(cfg)  # 1. every option rule, before anything is loaded
+    preemption = PreemptionCallback().install()  # SIGTERM/SIGUSR1 from now on: checkpoint + stop
+    try:
+        pack_length = resolve_pack_length(cfg)
+        args = prepare_arguments(cfg)  # 2. TrainingArguments + process group (before the model: ZeRO-3)
+        spec = resolve_model_spec(cfg, args)  # 3. tiny base / init_from; template x tokenizer
+        model, processor, report = build_model(cfg, spec, args, pack_length)  # 4. model + stage table
+        dataset, collator = build_data(cfg, processor, model, pack_length)  # 5. data
+        trainer = build_trainer(cfg, args, model, processor, dataset, collator, [preemption, *callbacks])
+        if args.should_save:  # 6. what the run is, before it starts
+            write_start_files(cfg, args, trainer, dataset, spec, report)
+        trainer.train(resume_from_checkpoint=find_resume_checkpoint(cfg, args))  # 7. train
+        return finish_run(cfg, args, trainer, report, preemption.received)  # 8. export + reports
+    finally:
+        preemption.restore()
+
+
+def prepare_arguments(cfg: RunConfig) -> Any:
+    """`TrainingArguments`, the process group (ZeRO-3 partitions the LLM while it loads) and the seed."""
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
-    from ..data.collate import DataCollator
-    from ..data.dataset import LazySupervisedDataset
-    from ..data.model_chat_template import set_chat_template
-    from ..data.records import default_image_folder
-    from ..logs import verbose
-    from ..model.builder import build_model_and_processor, resolve_tiny
-    from .lora import apply_lora, lora_base_path, qlora_load_kwargs
-    from .progress import use_quiet_progress
-    from .stages import PARTS, apply_stage, cast_frozen, format_report
-    from .trainer import MiniGeminiTrainer
-
-    t, lora = cfg.training, cfg.lora
-    if not cfg.data.train:
-        raise ValueError("data.train is empty: give the training JSON/JSONL file(s), e.g. data.train=[data/train.json]")
-    pack_length = resolve_pack_length(cfg)  # config errors before any model is loaded
-    args = build_training_arguments(cfg)  # before the model: sets up distributed + ZeRO-3 partitioning
-    _ = args.device  # initialises the process group now (ZeRO-3 partitions the LLM while it loads)
+    args = build_training_arguments(cfg)
+    _ = args.device  # initialises the process group now
     if args.deepspeed and args.world_size > 1:
         import deepspeed
 
         deepspeed.init_distributed()  # deepspeed.comm on the existing process group (zero.Init needs it)
-    set_seed(t.seed)
-    use_ds_bf16 = cfg.deepspeed.config is not None and t.precision in ("bf16", "fp16")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision, torch.float32) if use_ds_bf16 \
+    set_seed(cfg.training.seed)
+    return args
+
+
+def training_dtypes(cfg: RunConfig) -> tuple[torch.dtype, torch.dtype | None]:
+    """(dtype to load the model in, dtype for the frozen weights or None)."""
+    t = cfg.training
+    use_ds_low = cfg.deepspeed.config is not None and t.precision in ("bf16", "fp16")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision, torch.float32) if use_ds_low \
         else torch.float32  # without DeepSpeed: fp32 master weights + autocast
-    frozen_dtype = resolve_frozen_dtype(cfg, use_ds_bf16)
+    return dtype, resolve_frozen_dtype(cfg, use_ds_low)
+
+
+def resolve_model_spec(cfg: RunConfig, args: Any) -> Any:
+    """The model spec to build: the tiny preset's folders written once, or a saved model (`init_from`);
+    then the training template is checked against the tokenizer (loaded alone, before the model)."""
+    from transformers import AutoTokenizer
+
+    from ..model.builder import resolve_tiny
+
     spec = copy.copy(cfg.model)
-    if spec.preset == "tiny":
+    if spec.init_from:
+        spec.preset = None  # the saved model is the base; the preset's folders are not needed
+    elif spec.preset == "tiny":
         with args.main_process_first(desc="tiny base model"):
             spec = resolve_tiny(spec, cfg.data.train)
+    template, key = training_template(cfg)
+    if template is not None:
+        tokenizer = AutoTokenizer.from_pretrained(spec.init_from or spec.tokenizer or spec.llm, trust_remote_code=False)
+        check_template_tokenizer(template, tokenizer, key)
+    return spec
+
+
+def config_template(cfg: RunConfig) -> str | None:
+    """A template to write into the model's config (and so into the export), or None to keep the model's:
+    a stage-2 `data.template`, or a non-default `model.template` over a saved model (`init_from`)."""
+    from ..config import ModelConfig
+
+    if cfg.training.stage != "pretrain" and cfg.data.template:
+        return cfg.data.template
+    if cfg.model.init_from and cfg.model.template != ModelConfig().template:
+        return cfg.model.template
+    return None
+
+
+def training_template(cfg: RunConfig) -> tuple[str | None, str]:
+    """(template the data is written with, the option that chose it); None: the saved model's own."""
+    if cfg.data.template:
+        return cfg.data.template, "data.template"
+    if cfg.model.init_from and config_template(cfg) is None:
+        return None, "model.template"
+    return cfg.model.template, "model.template"
+
+
+def build_model(cfg: RunConfig, spec: Any, args: Any, pack_length: int | None) -> tuple[Any, Any, dict]:
+    """Model + processor, LoRA, the stage table (printed), frozen weights cast; the stage-2 template into the
+    model's config (so the export answers in the template it was trained with)."""
+    from ..data.model_chat_template import set_chat_template
+    from ..logs import verbose
+    from ..model.builder import build_model_and_processor
+    from .lora import apply_lora, lora_base_path, qlora_load_kwargs
+    from .stages import PARTS, apply_stage, cast_frozen, format_report
+
+    t, lora = cfg.training, cfg.lora
+    dtype, frozen_dtype = training_dtypes(cfg)
     spec.llm_load_kwargs = qlora_load_kwargs(lora, dtype)
     model, processor = build_model_and_processor(spec, dtype=dtype)
-    set_chat_template(processor)  # saved with every export
     if pack_length is not None:
         check_packing_support(model, spec.attn_implementation)
+    template = config_template(cfg)
+    if template is not None:
+        model.config.template = processor.config.template = template
+    set_chat_template(processor)  # saved with every export, from the template the model answers in
     if lora.enabled:
         apply_lora(model, lora, gradient_checkpointing=t.gradient_checkpointing, base=lora_base_path(spec))
     report = apply_stage(model, t.stage, t.unfreeze, lora=lora.enabled)
     if frozen_dtype is not None:  # QLoRA: the LLM stays as peft prepared it (quantized, norms in fp32)
         quantized = lora.enabled and lora.bits in (4, 8)
         cast_frozen(model, frozen_dtype, parts=("vision_lr", "vision_hr") if quantized else PARTS)
-    text = format_report(report, t.stage + (" + LoRA" if lora.enabled else ""))
-    if args.should_save and verbose():  # quiet: the caller prints one summary line (progress.summary_line)
-        print(text, flush=True)
-    dataset = LazySupervisedDataset(
+    if args.should_save and verbose():  # quiet: the caller prints one summary line
+        print(format_report(report, t.stage + (" + LoRA" if lora.enabled else "")), flush=True)
+    return model, processor, report
+
+
+def build_data(cfg: RunConfig, processor: Any, model: Any, pack_length: int | None) -> tuple[Any, Any]:
+    """The lazy dataset (or the feature cache over it) and its collator (padding or packing)."""
+    from ..data.collate import DataCollator
+    from ..data.dataset import LazySupervisedDataset
+    from ..data.records import default_image_folder
+
+    dataset: Any = LazySupervisedDataset(
         cfg.data.train, processor, template=cfg.data.template or None,
         image_folder=cfg.data.image_folder or default_image_folder(cfg.data.train[0]),
         max_length=cfg.model.model_max_length, on_error="skip")  # fail-fast is decided by the trainer on all ranks
-    collator = DataCollator.from_processor(processor, return_sample_ids=True)
+    collator: Any = DataCollator.from_processor(processor, return_sample_ids=True)
     if cfg.data.feature_cache:  # frozen-tower features from `minigemini prep cache-features` (checked: not stale)
         from ..data.feature_cache import CachedFeatureCollator, CachedFeatureDataset
 
@@ -238,27 +259,45 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         from ..data.packing import PackingCollator
 
         collator = PackingCollator.from_processor(processor, return_sample_ids=True, pack_length=pack_length)
+    return dataset, collator
+
+
+def build_trainer(cfg: RunConfig, args: Any, model: Any, processor: Any, dataset: Any, collator: Any,
+                  callbacks: list[Any]) -> Any:
+    """The `MiniGeminiTrainer` with the run's options."""
+    from .progress import use_quiet_progress
+    from .trainer import MiniGeminiTrainer
+
+    t = cfg.training
     trainer = MiniGeminiTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=processor,
         mm_learning_rate=t.mm_learning_rate, nan_policy=t.nan_policy, on_bad_sample=cfg.data.on_bad_sample,
-        group_by_modality_length=cfg.data.group_by_modality_length, callbacks=list(callbacks) or None)
+        group_by_modality_length=cfg.data.group_by_modality_length, callbacks=callbacks)
     use_quiet_progress(trainer, f"stage {t.stage}")
-    if args.should_save:
-        sampler = trainer._get_train_sampler()
-        sampler_info = {"sampler": type(sampler).__name__, "seed": args.data_seed if args.data_seed is not None
-                        else t.seed, "num_samples": len(dataset), "order_file": "data_order.json"}
-        if hasattr(sampler, "indices"):  # deterministic (seed + epoch): record epoch 0's global order
-            (Path(t.output_dir)).mkdir(parents=True, exist_ok=True)
-            (Path(t.output_dir) / "data_order.json").write_text(json.dumps({"epoch": 0, "order": sampler.indices()}))
-        write_run_files(cfg, args, sampler_info, spec)
-        (Path(t.output_dir) / "trainable_parameters.json").write_text(json.dumps(report, indent=2))
-    resume = t.resume_from_checkpoint
-    if resume == "auto":
-        resume = get_last_checkpoint(t.output_dir) if Path(t.output_dir).is_dir() else None
-        if resume and args.should_save:
-            print(f"resuming from {resume}", flush=True)
-    trainer.train(resume_from_checkpoint=resume)
-    if t.export:
+    return trainer
+
+
+def find_resume_checkpoint(cfg: RunConfig, args: Any) -> str | None:
+    """`resume_from_checkpoint`: a path, or `auto` = the newest COMPLETE checkpoint in output_dir (leftovers of
+    an interrupted save are set aside by the main process first), or None."""
+    from .saving import latest_complete_checkpoint
+
+    resume = cfg.training.resume_from_checkpoint
+    if resume != "auto":
+        return resume
+    with args.main_process_first(desc="find checkpoint"):
+        found = latest_complete_checkpoint(cfg.training.output_dir)
+    if found and args.should_save:
+        print(f"resuming from {found}", flush=True)
+    return str(found) if found else None
+
+
+def finish_run(cfg: RunConfig, args: Any, trainer: Any, report: dict, stopped_by: str | None) -> TrainResult:
+    """The export (not after a pre-emption stop: the checkpoint is the result then), trainer state, skip report."""
+    from ..logs import verbose
+
+    t = cfg.training
+    if t.export and not stopped_by:
         trainer.save_model(t.output_dir)
     trainer.save_state()
     skipped = trainer.skip_report()
@@ -266,8 +305,11 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
         (Path(t.output_dir) / "skipped_samples.json").write_text(json.dumps(skipped, indent=2))
         if verbose() or skipped["count"]:
             print(skip_summary(skipped, Path(t.output_dir) / "skipped_samples.json"), flush=True)
+        if stopped_by:
+            print(f"stopped by {stopped_by} at step {trainer.state.global_step}: checkpoint written; rerun with "
+                  "training.resume_from_checkpoint=auto to continue", flush=True)
     losses = {int(h["step"]): float(h["loss"]) for h in trainer.state.log_history if "loss" in h}
-    return TrainResult(Path(t.output_dir), losses, skipped, trainer.state.global_step, report, trainer)
+    return TrainResult(Path(t.output_dir), losses, skipped, trainer.state.global_step, report, trainer, stopped_by)
 
 
 def run_summary(result: TrainResult, seconds: float, exported: bool, lora: bool) -> str:
@@ -296,7 +338,8 @@ def finish_distributed() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m minigemini.train.run CONFIG [k=v ...]`."""
+    """`python -m minigemini.train.run CONFIG [k=v ...]` (what the launchers run on every rank): bad input ends
+    with one line and exit code 2 (MINIGEMINI_TRACEBACK=1 shows the traceback); a pre-emption stop with 128 + signal."""
     argv = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("--local_rank")]
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python -m minigemini.train.run CONFIG.yaml [section.key=value ...]")
@@ -307,11 +350,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup(verbose_output=verbose())  # a launched rank: quiet unless the launching shell had --verbose
     logging.basicConfig(level=logging.INFO if verbose() else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
-    cfg, start = load_config(argv[0], argv[1:]), time.perf_counter()
-    result = run_training(cfg)
+    start = time.perf_counter()
+    try:
+        cfg = load_config(argv[0], argv[1:])
+        result = run_training(cfg)
+    except (ValueError, OSError) as exc:
+        if os.environ.get("MINIGEMINI_TRACEBACK"):
+            raise
+        print(f"minigemini train: error: {exc}", file=sys.stderr)
+        return 2
     finish_distributed()
-    print_run_summary(result, cfg, time.perf_counter() - start)
-    return 0
+    if not result.stopped_by:
+        print_run_summary(result, cfg, time.perf_counter() - start)
+    return exit_code(result)
+
+
+def exit_code(result: TrainResult) -> int:
+    """0, or 128 + the signal number when SIGTERM/SIGUSR1 stopped the run after its checkpoint."""
+    import signal
+
+    return 128 + int(getattr(signal, result.stopped_by)) if result.stopped_by else 0
 
 
 if __name__ == "__main__":

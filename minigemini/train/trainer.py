@@ -4,13 +4,15 @@
   `forward`; skipped samples are counted over all ranks and reported at the end (or stop the run at once
   under fail-fast);
 - a non-finite loss stops the run naming the step and the batch's sample ids (or, with
-  `nan_policy="skip"`, the step's gradients are zeroed), decided on all ranks together, so no rank hangs;
+  `nan_policy="skip"`, that step applies no update: optimizer, scheduler and gradient scaler are left as they
+  were), decided on all ranks together, so no rank hangs;
 - modality/length-grouped sampling, an optional separate learning rate for mining + projector,
   DeepSpeed CPU Adam under ZeRO-Offload;
 - samples/s and tokens/s (text + image tokens) in the logs, and the padding fraction of packed batches;
-- checkpoints hold the trained weights (frozen parts are rebuilt from the run config), optimizer,
-  scheduler, RNG and trainer state (under DeepSpeed: DeepSpeed's full checkpoint); the final export
-  is a `save_pretrained` model (+ processor, + `mm_projector.safetensors`), or adapter + non-LoRA trainables.
+- saving by role (`saving.py`): checkpoints (written atomically, with the fault report) hold the trained
+  weights, optimizer, scheduler, RNG and trainer state (under DeepSpeed: DeepSpeed's full checkpoint); the
+  export is a complete `save_pretrained` model (+ processor, + `mm_projector.safetensors`), or adapter +
+  non-LoRA trainables.
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import rotate_checkpoints
 
-from ..model.builder import save_connector
-from .lora import is_lora_model, save_lora_export
+from . import saving
 from .stages import connector_parameters
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class MiniGeminiTrainer(Trainer):
         self.nonfinite_steps: list[dict] = []
         self._batch_ids: list[str] = []
         self._batch_skipped: list[dict] = []
-        self._zero_grads_this_step = False
+        self._skip_update = False  # nan_policy=skip: this optimizer step applies no update
+        self._save_role = saving.EXPORT  # CHECKPOINT while _save_checkpoint runs
         self._packed_tokens: int | None = None  # real tokens of this packed micro-batch (no attention_mask to count)
         self._window = [0, 0, 0, 0, 0]  # samples, text tokens, image tokens, packed tokens, packed slots (since log)
         self._window_start: float | None = None
@@ -159,9 +161,10 @@ class MiniGeminiTrainer(Trainer):
                 raise NonFiniteLossError(
                     f"non-finite loss at step {step} (epoch {self.state.epoch or 0:.3f}): {who}. Check these samples "
                     "and the learning rate / precision, or set training.nan_policy=skip to skip such steps")
-            logger.warning("non-finite loss at step %d (samples %s): the step's gradients are zeroed", step, who)
-            self.nonfinite_steps.append({"step": step, "samples": who})
-            self._zero_grads_this_step = True
+            logger.warning("non-finite loss at step %d (samples %s): the step is skipped (no update)", step, who)
+            if not any(s["step"] == step for s in self.nonfinite_steps):
+                self.nonfinite_steps.append({"step": step, "samples": who})
+            self._skip_update = True
 
     def _describe_bad(self, skipped: dict) -> str:
         """The dataset's own error for a skipped sample (file, record, reason), else the skip record."""
@@ -174,11 +177,26 @@ class MiniGeminiTrainer(Trainer):
         return f"sample {skipped.get('sample_id')!r} (index {skipped.get('index')}): {skipped.get('reason')}"
 
     def _get_grad_norm(self, model: nn.Module, grad_norm: Any = None) -> Any:
-        if self._zero_grads_this_step:  # nan_policy=skip: this optimizer step applies no gradient
-            for p in model.parameters():
-                if p.grad is not None:
-                    p.grad.zero_()
-            self._zero_grads_this_step = False
+        """Called right before `optimizer.step()`: under nan_policy=skip, make this one step a no-op that
+        accelerate reports as skipped, so the LR scheduler does not step either (the scaler is not called)."""
+        optimizer = self.optimizer
+        if getattr(optimizer, "_minigemini_skipped", False):  # the previous step was skipped: clear the flag
+            optimizer._is_overflow = optimizer._minigemini_skipped = False
+        if self._skip_update:
+            self._skip_update = False
+
+            def skipped_step(closure: Any = None) -> None:
+                del optimizer.step  # back to the real method for the next step
+                optimizer._is_overflow = optimizer._minigemini_skipped = True
+                scaler = getattr(optimizer, "scaler", None)
+                if scaler is not None:  # forget this step's unscale_ (as update() would), keep scale and tracker
+                    from collections import defaultdict
+
+                    from torch.amp.grad_scaler import _refresh_per_optimizer_state
+
+                    scaler._per_optimizer_states = defaultdict(_refresh_per_optimizer_state)
+
+            optimizer.step = skipped_step
         return super()._get_grad_norm(model, grad_norm)
 
     def _gather_objects(self, obj: Any) -> list[Any]:
@@ -239,33 +257,60 @@ class MiniGeminiTrainer(Trainer):
         return {"count": len(skipped), "samples": skipped, "nonfinite_steps": self.nonfinite_steps}
 
     # ---- saving ---------------------------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
+        """`Trainer.train`; a resumed run continues the fault report stored in its checkpoint."""
+        if isinstance(resume_from_checkpoint, str) and self.args.should_save:
+            report = saving.load_fault_report(resume_from_checkpoint)
+            self.skipped_samples, self.nonfinite_steps = report["samples"], report["nonfinite_steps"]
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _get_output_dir(self, trial: Any) -> str:
+        staging = getattr(self, "_staging", None)
+        return str(staging) if staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """The Trainer's checkpoint, written into `.tmp-checkpoint-N/` with the fault report, then renamed into
+        place: a run killed mid-save leaves the previous complete checkpoint as the latest."""
+        run_dir = Path(super()._get_output_dir(trial))
+        final = run_dir / f"checkpoint-{self.state.global_step}"
+        self._staging = saving.staging_folder(final)
+        report = self.skip_report()  # collective: every rank calls _save_checkpoint
+        self._save_role = saving.CHECKPOINT
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._save_role, staging, self._staging = saving.EXPORT, self._staging, None
+        self._barrier()
+        if self.args.should_save:
+            written = staging / final.name
+            saving.save_fault_report(written, report)
+            saving.commit_folder(written, final)
+            staging.rmdir()
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        self._barrier()
+
+    def _barrier(self) -> None:
+        if self.args.world_size > 1 and dist.is_initialized():
+            dist.barrier()
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Checkpoints under DeepSpeed rely on DeepSpeed's own full state (no extra 16-bit gather)."""
-        if _internal_call and self.is_deepspeed_enabled:
+        if self._save_role == saving.CHECKPOINT and self.is_deepspeed_enabled:
             if self.args.should_save:
                 self._save_side_files(Path(output_dir or self.args.output_dir))
             return
         super().save_model(output_dir, _internal_call)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Write with the writer of the current role (checkpoint or export), then the processor."""
         if not self.args.should_save:
             return
         out = Path(output_dir or self.args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         model = self.accelerator.unwrap_model(self.model)
         state = state_dict if state_dict is not None else model.state_dict()
-        save_connector(model, out, state)
-        if out.name.startswith(PREFIX_CHECKPOINT_DIR):
-            # Trained weights only; resume rebuilds the frozen ones from the run config (non-strict load).
-            from safetensors.torch import save_file
-
-            names = [n for n, p in model.named_parameters() if p.requires_grad]
-            save_file({n: state[n].detach().cpu().contiguous() for n in names if n in state},
-                      str(out / "model.safetensors"), metadata={"format": "pt"})
-        elif is_lora_model(model):
-            save_lora_export(model, out, dict(state))
-        else:
-            model.save_pretrained(out, state_dict=dict(state))  # save_pretrained consumes the dict it is given
+        saving.WRITERS[self._save_role](model, out, state)
         self._save_side_files(out)
 
     def _save_side_files(self, out: Path) -> None:
