@@ -54,7 +54,8 @@ def test_slurm_uses_cpus_per_task_over_gpus_per_node(tmp_path):
                            SLURM_SUBMIT_DIR=str(SCRIPTS.parent), MASTER_ADDR="node0",
                            SLURM_GPUS_ON_NODE="4", SLURM_CPUS_PER_TASK="64")
     assert env == {"OMP_NUM_THREADS": "16"}
-    assert cmd[:2] == ["srun", "--kill-on-bad-exit=1"] and cmd[-3:] == ["4", "cfg.yaml", "k=v"]
+    assert cmd[:2] == ["srun", "--kill-on-bad-exit=1"]
+    assert cmd[-4:] == ["4", "cfg.yaml", "k=v", "training.resume_from_checkpoint=auto"]  # requeued jobs resume
 
 
 def test_per_rank_threads_refuses_zero_ranks():
