@@ -51,7 +51,9 @@ def browser_page(tmp_path):
             viewport={"width": 1280, "height": 900})
         context.grant_permissions(["clipboard-read", "clipboard-write"])
         try:
-            yield context.new_page()
+            page = context.new_page()
+            page.set_default_timeout(120_000)  # CI shares 2 cores with other tests: allow slow steps
+            yield page
         finally:
             context.close()
 
