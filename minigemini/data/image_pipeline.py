@@ -1,0 +1,150 @@
+"""Fast training-image path: the tensors of `MiniGeminiProcessor.preprocess_image`, computed in fewer passes.
+
+The processor's path decodes with PIL, pads a PIL image, converts it to numpy and then to a tensor
+inside `CLIPImageProcessor` (transformers 5: torchvision backend, bicubic antialiased resize on uint8,
+centre crop, then rescale + normalise in float). This module computes the same operations on one uint8
+tensor: JPEG decoded by torchvision (libjpeg-turbo, same pixels as PIL for RGB and grayscale JPEGs;
+other files and modes go through the processor's own `load_image`), padded in uint8, resized by the
+same torchvision kernel (CLIP's resize), normalised once in float (`x * 1/(255 std) - mean/std`), and
+LR / HD views derived from it exactly as the processor does. The `resize` aspect mode keeps PIL's
+bicubic resize: that is what the processor computes there. Max difference to `preprocess_image`:
+~2e-7 (float rounding of the fused normalisation; `tests/data/test_image_pipeline.py`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.io as tvio
+from PIL import Image
+from torchvision.transforms.v2 import functional as tvF
+
+from minigemini.model.configuration import MiniGeminiConfig
+from minigemini.model.processing import MiniGeminiProcessor, load_image
+
+JPEG_MODES = ("RGB", "L")  # JPEG colour modes torchvision decodes to PIL's RGB pixels (CMYK etc. go via PIL)
+ASPECT_MODES = ("pad", "resize", "crop")
+# torchvision >= 0.29 warns on every decode that torchcodec will take image decoding over one day; the
+# decoder is the same libjpeg-turbo and the tests compare its pixels with PIL's, so one warning per run is enough.
+warnings.filterwarnings("once", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
+
+
+def pil_to_uint8(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> uint8 [3, H, W] (a channels-last view of one copy)."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def decode_rgb(image: str | Path | Image.Image) -> torch.Tensor:
+    """Decode to uint8 RGB [3, H, W] with the pixels of `load_image` (EXIF orientation applied)."""
+    if isinstance(image, Image.Image):
+        return pil_to_uint8(load_image(image))
+    with Image.open(image) as probe:  # reads the header only
+        fast = probe.format == "JPEG" and probe.mode in JPEG_MODES
+    if not fast:
+        return pil_to_uint8(load_image(image))
+    data = tvio.read_file(str(image))
+    return tvio.decode_jpeg(data, mode=tvio.ImageReadMode.RGB, apply_exif_orientation=True)
+
+
+def pad_to_square(x: torch.Tensor, fill: tuple[int, int, int]) -> torch.Tensor:
+    """Centre `x` [3, H, W] on a square uint8 canvas of `fill` (LLaVA/MGM `expand2square`)."""
+    _, h, w = x.shape
+    if h == w:
+        return x
+    side = max(h, w)
+    canvas = torch.tensor(fill, dtype=torch.uint8).view(3, 1, 1).expand(3, side, side).contiguous()
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[:, top:top + h, left:left + w] = x
+    return canvas
+
+
+def clip_resize_crop(x: torch.Tensor, side: int) -> torch.Tensor:
+    """CLIPImageProcessor's geometry on uint8: shortest edge -> `side` (bicubic, antialiased), centre crop."""
+    h, w = x.shape[-2:]
+    short, long = (h, w) if h <= w else (w, h)
+    new_long = int(side * long / short)
+    size = (side, new_long) if h <= w else (new_long, side)
+    if (h, w) != size:
+        x = tvF.resize(x[None], list(size), interpolation=tvF.InterpolationMode.BICUBIC, antialias=True)[0]
+    top, left = int((size[0] - side) / 2.0), int((size[1] - side) / 2.0)
+    return x[:, top:top + side, left:left + side]
+
+
+def split_views(lr: torch.Tensor, side: int, grid: int, use_global: bool) -> torch.Tensor:
+    """[3, grid*side, grid*side] -> [grid², 3, side, side] crops row by row (+ the bilinear global view)."""
+    crops = lr.reshape(3, grid, side, grid, side).permute(1, 3, 0, 2, 4).reshape(grid * grid, 3, side, side)
+    if use_global:
+        glob = F.interpolate(lr[None], size=(side, side), mode="bilinear", align_corners=False)
+        crops = torch.cat([crops, glob], dim=0)
+    return crops.contiguous()
+
+
+class FastImagePipeline:
+    """`pipeline(image)` == `MiniGeminiProcessor(…, config).preprocess_image(image)`, decoded once, uint8 to the end."""
+
+    def __init__(self, config: MiniGeminiConfig) -> None:
+        if config.image_aspect_ratio not in ASPECT_MODES:
+            raise ValueError(f"image_aspect_ratio must be pad, resize or crop, got {config.image_aspect_ratio!r}")
+        self.config = config
+        mean = torch.tensor(config.image_mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(config.image_std, dtype=torch.float32).view(3, 1, 1)
+        self.scale, self.shift = 1.0 / (255.0 * std), -mean / std
+        self.fill = tuple(int(v * 255) for v in config.image_mean)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 [3, H, W] -> float32 (x / 255 - mean) / std in one fused multiply-add, contiguous."""
+        return torch.addcmul(self.shift, x.to(torch.float32), self.scale).contiguous()
+
+    def squared(self, image: str | Path | Image.Image) -> torch.Tensor:
+        """The decoded image after the aspect-ratio step, uint8 [3, H, W]."""
+        mode = self.config.image_aspect_ratio
+        if mode == "resize":  # the processor resizes with PIL's bicubic here: keep it
+            side = self.config.image_size_aux
+            return pil_to_uint8(load_image(image).resize((side, side), Image.BICUBIC))
+        x = decode_rgb(image)
+        return pad_to_square(x, self.fill) if mode == "pad" else x
+
+    def __call__(self, image: str | Path | Image.Image) -> dict[str, torch.Tensor]:
+        """{"images": LR [3,h,w] (HD: [V,3,h,w]), "images_aux": HR [3,H,W] when the config uses HR}."""
+        cfg = self.config
+        x = self.squared(image)
+        hr = self.normalize(clip_resize_crop(x, cfg.image_size_aux))
+        side, grid = cfg.image_size, cfg.image_grid
+        if cfg.lr_from_hr:
+            lr = F.interpolate(hr[None], size=(side * grid, side * grid), mode="bilinear", align_corners=False)[0]
+        else:
+            lr = self.normalize(clip_resize_crop(x, side * grid))
+        if grid > 1:
+            lr = split_views(lr, side, grid, cfg.image_global)
+        return {"images": lr, "images_aux": hr} if cfg.use_hr else {"images": lr}
+
+
+def _config_key(config: MiniGeminiConfig) -> tuple:
+    return (config.image_size, config.image_size_aux, config.image_grid, config.image_global,
+            config.image_aspect_ratio, config.lr_from_hr, tuple(config.image_mean), tuple(config.image_std),
+            config.use_hr)
+
+
+_PIPELINES: dict[tuple, FastImagePipeline] = {}  # one per distinct image configuration
+
+
+def pipeline_for(config: MiniGeminiConfig) -> FastImagePipeline:
+    """The (shared) pipeline of `config`'s image settings."""
+    key = _config_key(config)
+    if key not in _PIPELINES:
+        _PIPELINES[key] = FastImagePipeline(config)
+    return _PIPELINES[key]
+
+
+def preprocess_image(processor: Any, image: str | Path | Image.Image) -> dict[str, torch.Tensor]:
+    """`processor.preprocess_image(image)`, by the fast path when `processor` is the stock
+    `MiniGeminiProcessor` (a stand-in such as the feature cache's keeps its own method)."""
+    if type(processor).preprocess_image is not MiniGeminiProcessor.preprocess_image:
+        return processor.preprocess_image(image)
+    return pipeline_for(processor.config)(image)
