@@ -5,10 +5,11 @@ inside `CLIPImageProcessor` (transformers 5: torchvision backend, bicubic antial
 centre crop, then rescale + normalise in float). This module computes the same operations on one uint8
 tensor: JPEG decoded by torchvision (libjpeg-turbo, same pixels as PIL for RGB and grayscale JPEGs;
 other files and modes go through the processor's own `load_image`), padded in uint8, resized by the
-same torchvision kernel (CLIP's resize), normalised once in float (`x * 1/(255 std) - mean/std`), and
-LR / HD views derived from it exactly as the processor does. The `resize` aspect mode keeps PIL's
-bicubic resize: that is what the processor computes there. Max difference to `preprocess_image`:
-~2e-7 (float rounding of the fused normalisation; `tests/data/test_image_pipeline.py`).
+same torchvision kernel (CLIP's resize), converted to float once and normalised in place with CLIP's
+fused rescale+normalise constants, and LR / HD views derived from it exactly as the processor does.
+The `resize` aspect mode keeps PIL's bicubic resize: that is what the processor computes there.
+Result: bit-identical to `preprocess_image` (`tests/data/test_image_pipeline.py`), so a feature cache
+built by the processor matches training on the fly bit for bit.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from minigemini.model.processing import MiniGeminiProcessor, load_image
 
 JPEG_MODES = ("RGB", "L")  # JPEG colour modes torchvision decodes to PIL's RGB pixels (CMYK etc. go via PIL)
 ASPECT_MODES = ("pad", "resize", "crop")
+RESCALE = 1 / 255  # CLIPImageProcessor's rescale_factor
 # torchvision >= 0.29 warns on every decode that torchcodec will take image decoding over one day; the
 # decoder is the same libjpeg-turbo and the tests compare its pixels with PIL's, so one warning per run is enough.
 warnings.filterwarnings("once", message="The image decoding and encoding capabilities of TorchVision",
@@ -92,14 +94,15 @@ class FastImagePipeline:
         if config.image_aspect_ratio not in ASPECT_MODES:
             raise ValueError(f"image_aspect_ratio must be pad, resize or crop, got {config.image_aspect_ratio!r}")
         self.config = config
-        mean = torch.tensor(config.image_mean, dtype=torch.float32).view(3, 1, 1)
-        std = torch.tensor(config.image_std, dtype=torch.float32).view(3, 1, 1)
-        self.scale, self.shift = 1.0 / (255.0 * std), -mean / std
+        # CLIPImageProcessor's fused rescale + normalise constants, computed as it computes them (bit-exact)
+        self.mean = (torch.tensor(config.image_mean) * (1.0 / RESCALE)).tolist()
+        self.std = (torch.tensor(config.image_std) * (1.0 / RESCALE)).tolist()
         self.fill = tuple(int(v * 255) for v in config.image_mean)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 [3, H, W] -> float32 (x / 255 - mean) / std in one fused multiply-add, contiguous."""
-        return torch.addcmul(self.shift, x.to(torch.float32), self.scale).contiguous()
+        """uint8 [3, H, W] -> float32 (x - 255 mean) / (255 std): one copy to float, then in place."""
+        return tvF.normalize(x.to(torch.float32, memory_format=torch.contiguous_format), self.mean, self.std,
+                             inplace=True)
 
     def squared(self, image: str | Path | Image.Image) -> torch.Tensor:
         """The decoded image after the aspect-ratio step, uint8 [3, H, W]."""
