@@ -38,7 +38,7 @@ warnings.filterwarnings("once", message="The image decoding and encoding capabil
 
 
 def pil_to_uint8(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> uint8 [3, H, W] (a channels-last view of one copy)."""
+    """RGB PIL image -> uint8 [3, H, W] in HWC memory (as torchvision's decoder returns it), one copy."""
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
 
 
@@ -60,10 +60,14 @@ def pad_to_square(x: torch.Tensor, fill: tuple[int, int, int]) -> torch.Tensor:
     if h == w:
         return x
     side = max(h, w)
-    canvas = torch.tensor(fill, dtype=torch.uint8).view(3, 1, 1).expand(3, side, side).contiguous()
     top, left = (side - h) // 2, (side - w) // 2
-    canvas[:, top:top + h, left:left + w] = x
-    return canvas
+    canvas = torch.empty(side, side, 3, dtype=torch.uint8)  # HWC memory, as decoded
+    rows = canvas.view(side, side * 3)
+    pattern = torch.tensor(fill, dtype=torch.uint8).repeat(side)  # one row of fill: bands are row copies
+    for band in (rows[:top], rows[top + h:], rows[top:top + h, :left * 3], rows[top:top + h, (left + w) * 3:]):
+        band.copy_(pattern[:band.shape[1]].expand_as(band))
+    canvas[top:top + h, left:left + w] = x.permute(1, 2, 0)
+    return canvas.permute(2, 0, 1)
 
 
 def clip_resize_crop(x: torch.Tensor, side: int) -> torch.Tensor:
@@ -72,8 +76,9 @@ def clip_resize_crop(x: torch.Tensor, side: int) -> torch.Tensor:
     short, long = (h, w) if h <= w else (w, h)
     new_long = int(side * long / short)
     size = (side, new_long) if h <= w else (new_long, side)
-    if (h, w) != size:
-        x = tvF.resize(x[None], list(size), interpolation=tvF.InterpolationMode.BICUBIC, antialias=True)[0]
+    if (h, w) != size:  # channels-last: torch's uint8 kernel runs ~2x faster on it, same result bit for bit
+        x = x[None].contiguous(memory_format=torch.channels_last)
+        x = tvF.resize(x, list(size), interpolation=tvF.InterpolationMode.BICUBIC, antialias=True)[0]
     top, left = int((size[0] - side) / 2.0), int((size[1] - side) / 2.0)
     return x[:, top:top + side, left:left + side]
 
@@ -100,9 +105,10 @@ class FastImagePipeline:
         self.fill = tuple(int(v * 255) for v in config.image_mean)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 [3, H, W] -> float32 (x - 255 mean) / (255 std): one copy to float, then in place."""
-        return tvF.normalize(x.to(torch.float32, memory_format=torch.contiguous_format), self.mean, self.std,
-                             inplace=True)
+        """uint8 [3, H, W] (any memory layout) -> contiguous float32 (x - 255 mean) / (255 std), in place."""
+        out = torch.empty(x.shape, dtype=torch.float32)
+        out.copy_(x)  # layout change and conversion in one pass (2x faster than .contiguous().float())
+        return tvF.normalize(out, self.mean, self.std, inplace=True)
 
     def squared(self, image: str | Path | Image.Image) -> torch.Tensor:
         """The decoded image after the aspect-ratio step, uint8 [3, H, W]."""
