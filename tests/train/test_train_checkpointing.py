@@ -59,7 +59,7 @@ def test_checkpointing_keeps_fewer_activation_bytes(cached: bool) -> None:
             batch["hr_features"] = model.vision_hr.stage_maps(batch.pop("images_aux"))
     plain = measure_step(model, batch)
     loss_plain = model(**batch).loss
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     ckpt = _checkpointed_bytes(model, batch)
     assert model(**batch).loss.item() == loss_plain.item()
     assert ckpt < 0.75 * plain, (ckpt, plain)
