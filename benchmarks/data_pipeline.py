@@ -19,21 +19,21 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `minigemini` does (before torch loads OpenMP)
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from PIL import Image  # noqa: E402
-from transformers import CLIPImageProcessorPil, PreTrainedTokenizerFast  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import CLIPImageProcessorPil, PreTrainedTokenizerFast
 
-from benchmarks.common import env_header, median, summary_line, timed  # noqa: E402
-from minigemini import MiniGeminiConfig, MiniGeminiProcessor  # noqa: E402
-from minigemini.data.image_pipeline import FastImagePipeline, split_views  # noqa: E402
+from benchmarks.common import env_header, median, summary_line, timed
+from minigemini import MiniGeminiConfig, MiniGeminiProcessor
+from minigemini.data.image_pipeline import FastImagePipeline, split_views
 
 SIZES = {"normal": [(640, 480), (500, 375), (640, 427), (480, 640)],
          "hd": [(1600, 1200), (1280, 960), (2048, 1536), (1200, 1600)]}
@@ -111,7 +111,7 @@ def run_config(kind: str, args: argparse.Namespace, folder: Path) -> dict:
     names = list(ways)
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            seconds, _ = timed(lambda: [ways[name](p) for p in paths])
+            seconds, _ = timed(lambda load=ways[name]: [load(p) for p in paths])
             times[name].append(seconds)
     rate = {name: len(paths) / min(t) for name, t in times.items()}
     print(f"\n{kind}: LR {cfg.image_size} x grid {cfg.image_grid}{' + global' if cfg.image_global else ''}, "

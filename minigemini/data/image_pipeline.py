@@ -50,8 +50,11 @@ def decode_rgb(image: str | Path | Image.Image) -> torch.Tensor:
         fast = probe.format == "JPEG" and probe.mode in JPEG_MODES
     if not fast:
         return pil_to_uint8(load_image(image))
-    data = tvio.read_file(str(image))
-    return tvio.decode_jpeg(data, mode=tvio.ImageReadMode.RGB, apply_exif_orientation=True)
+    try:
+        data = tvio.read_file(str(image))
+        return tvio.decode_jpeg(data, mode=tvio.ImageReadMode.RGB, apply_exif_orientation=True)
+    except RuntimeError as exc:  # truncated/corrupt data: PIL raises OSError there, so do we
+        raise OSError(f"cannot decode JPEG {image}: {exc}") from exc
 
 
 def pad_to_square(x: torch.Tensor, fill: tuple[int, int, int]) -> torch.Tensor:

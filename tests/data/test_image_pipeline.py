@@ -10,10 +10,15 @@ import torch
 from PIL import Image
 
 from minigemini import MiniGeminiConfig, MiniGeminiProcessor
-from minigemini.data.image_pipeline import FastImagePipeline, decode_rgb, pil_to_uint8, preprocess_image
+from minigemini.data.image_pipeline import (
+    FastImagePipeline,
+    decode_rgb,
+    pil_to_uint8,
+    preprocess_image,
+)
 from minigemini.model.processing import load_image
 
-TOL = 1e-5  # as tests/model/test_processing.py for pixels
+TOL = 1e-5  # as tests/model/test_processing.py for pixels (the fast path is bit-identical anyway)
 
 
 def _texture(w: int, h: int, seed: int) -> np.ndarray:
@@ -115,3 +120,13 @@ def test_bad_aspect_mode_and_broken_file(tmp_path: Path) -> None:
     broken.write_bytes(b"not a jpeg")
     with pytest.raises(OSError):
         FastImagePipeline(MiniGeminiConfig.tiny())(broken)
+
+
+def test_truncated_jpeg_is_an_error_as_with_pil(image_files: dict[str, Path], tmp_path: Path) -> None:
+    data = image_files["landscape"].read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(OSError, match="truncated"):
+        load_image(cut)
+    with pytest.raises(OSError, match="cannot decode JPEG .*cut.jpg.*truncated"):
+        decode_rgb(cut)
