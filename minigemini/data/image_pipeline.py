@@ -14,7 +14,9 @@ built by the processor matches training on the fly bit for bit.
 
 from __future__ import annotations
 
+import logging
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from torchvision.transforms.v2 import functional as tvF
 from minigemini.model.configuration import MiniGeminiConfig
 from minigemini.model.processing import MiniGeminiProcessor, load_image
 
+logger = logging.getLogger(__name__)
 JPEG_MODES = ("RGB", "L")  # JPEG colour modes torchvision decodes to PIL's RGB pixels (CMYK etc. go via PIL)
 ASPECT_MODES = ("pad", "resize", "crop")
 RESCALE = 1 / 255  # CLIPImageProcessor's rescale_factor
@@ -154,9 +157,25 @@ def pipeline_for(config: MiniGeminiConfig) -> FastImagePipeline:
     return _PIPELINES[key]
 
 
+# (processor id, image settings) -> (the processor, did the fast path give its tensors bit for bit)
+_CHECKED: dict[tuple, tuple[weakref.ref, bool]] = {}
+
+
 def preprocess_image(processor: Any, image: str | Path | Image.Image) -> dict[str, torch.Tensor]:
     """`processor.preprocess_image(image)`, by the fast path when `processor` is the stock
-    `MiniGeminiProcessor` (a stand-in such as the feature cache's keeps its own method)."""
+    `MiniGeminiProcessor` (a stand-in such as the feature cache's keeps its own method). The first image
+    of each processor (per process, so per DataLoader worker) is computed both ways; if they differ
+    (a processor whose image settings live outside its config), that processor keeps its own path."""
     if type(processor).preprocess_image is not MiniGeminiProcessor.preprocess_image:
         return processor.preprocess_image(image)
-    return pipeline_for(processor.config)(image)
+    key = (id(processor), _config_key(processor.config))
+    seen, same = _CHECKED.get(key, (None, False))
+    if seen is None or seen() is not processor:  # first image of this processor (an id can be reused)
+        ours, ref = pipeline_for(processor.config)(image), processor.preprocess_image(image)
+        same = ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ref)
+        _CHECKED[key] = (weakref.ref(processor), same)
+        if not same:
+            logger.warning("the fast image path differs from processor.preprocess_image on %s: using the "
+                           "processor's (slower) path for this processor", image)
+        return ref
+    return pipeline_for(processor.config)(image) if same else processor.preprocess_image(image)

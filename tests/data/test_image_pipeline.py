@@ -113,6 +113,33 @@ def test_dispatch_keeps_a_stand_in(sp_tokenizer, image_files: dict[str, Path]) -
     assert torch.equal(preprocess_image(StandIn(), image_files["small"])["images"], torch.zeros(1))
 
 
+def _counting(processor: MiniGeminiProcessor) -> list:
+    """Record the processor's own preprocess_image calls (an instance attribute: its type stays stock)."""
+    calls: list = []
+    official = processor.preprocess_image
+    processor.preprocess_image = lambda image: calls.append(image) or official(image)
+    return calls
+
+
+def test_dispatch_checks_the_first_image(sp_tokenizer, image_files: dict[str, Path], caplog) -> None:
+    good = MiniGeminiProcessor(sp_tokenizer, MiniGeminiConfig.tiny())
+    calls = _counting(good)
+    for name in ("small", "portrait", "gray"):
+        out = preprocess_image(good, image_files[name])
+    assert calls == [image_files["small"]]  # checked once, then the fast path only
+    assert torch.equal(out["images_aux"], MiniGeminiProcessor.preprocess_image(good, image_files["gray"])["images_aux"])
+
+    bad = MiniGeminiProcessor(sp_tokenizer, MiniGeminiConfig.tiny())
+    bad.config.image_mean = [0.5, 0.5, 0.5]  # its CLIP transform was built with the old mean: the paths differ
+    calls = _counting(bad)
+    with caplog.at_level("WARNING"):
+        first = preprocess_image(bad, image_files["small"])
+        preprocess_image(bad, image_files["portrait"])
+    assert "differs from processor.preprocess_image" in caplog.text
+    assert calls == [image_files["small"], image_files["portrait"]]  # the processor's own path from then on
+    assert torch.equal(first["images"], MiniGeminiProcessor.preprocess_image(bad, image_files["small"])["images"])
+
+
 def test_bad_aspect_mode_and_broken_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="image_aspect_ratio"):
         FastImagePipeline(MiniGeminiConfig.tiny(image_aspect_ratio="stretch"))
