@@ -1,11 +1,13 @@
 """Training-step speed of the issue-6 benchmark model: step time, tokens/s, MFU, breakdown, levers side by side.
 
-    .venv/bin/python benchmarks/train_step.py [--threads 2] [--repeats 3] [--quick]
+    .venv/bin/python benchmarks/train_step.py [--threads 2] [--repeats 3] [--quick] [--memory]
 
 Every variant runs in the same process, interleaved round by round (so a load change on a shared
 machine hits all of them alike). Figures are the best (minimum) of the rounds, the usual estimate of
 the uncontended time on a shared machine; the median is shown beside the step time. The matmul
-peak (2048^2, fp32 and bf16) is measured at every round too and its best is used. Not run by CI.
+peak (2048^2, fp32 and bf16) is measured at every round too and its best is used. `--memory`: instead of
+timing, the activation bytes autograd keeps (saved tensors) and the peak RSS of each variant, measured in a
+fresh process per variant (see benchmarks/memory.py). Not run by CI.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import torch  # noqa: E402
 
 from benchmarks.common import (BENCH_DESCRIPTION, FLOPS_FORMULA, autocast_context,  # noqa: E402
                                bench_config, build_model, env_header, matmul_gflops, median, model_flops,
-                               profile_groups, set_stage, synthetic_batch, tower_forward_flops)
+                               profile_groups, set_stage, summary_line, synthetic_batch, tower_forward_flops)
+from benchmarks.memory import activation_bytes, child_report, rss_in_fresh_process  # noqa: E402
 
 @dataclass
 class Variant:
@@ -40,6 +43,7 @@ class Variant:
     bf16_weights: bool = False  # the model itself in bf16, no autocast (as DeepSpeed's bf16 mode runs it)
     frozen_fp32: bool = False  # bf16 autocast with the frozen parts kept fp32 (model.frozen_dtype=fp32)
     compiled: bool = False  # regional torch.compile (accelerate.utils.compile_regions_deepspeed, in place)
+    checkpointing: bool = False  # gradient (activation) checkpointing of the LLM layers, non-reentrant
     times: dict[str, list[float]] = field(default_factory=lambda: {"fwd": [], "fwd_bwd": [], "step": []})
 
 
@@ -55,6 +59,9 @@ VARIANTS = [
     Variant("stage 2, bf16 + feature cache", dtype=torch.bfloat16, cache=True),
     Variant("stage 2, bf16 weights (no autocast)", dtype=torch.bfloat16, bf16_weights=True),
     Variant("stage 2, bf16 autocast, torch.compile", dtype=torch.bfloat16, compiled=True),
+    Variant("stage 2, fp32, gradient checkpointing", checkpointing=True),
+    Variant("stage 2, fp32, feature cache, gradient checkpointing", cache=True, checkpointing=True),
+    Variant("stage 2, bf16 autocast, gradient checkpointing", dtype=torch.bfloat16, checkpointing=True),
     Variant("stage 1, fp32", stage=1),
     Variant("stage 1, bf16 autocast", stage=1, dtype=torch.bfloat16),
     Variant("stage 1, bf16 autocast, frozen parts fp32", stage=1, dtype=torch.bfloat16, frozen_fp32=True),
@@ -62,7 +69,8 @@ VARIANTS = [
     Variant("stage 1, bf16 + feature cache", stage=1, dtype=torch.bfloat16, cache=True),
 ]
 QUICK = {"stage 2, fp32 (reference)", "stage 2, bf16 autocast", "stage 2, fp32, feature cache", "stage 1, fp32",
-         "stage 2, bf16 weights (no autocast)", "stage 2, bf16 autocast, frozen parts fp32"}
+         "stage 2, bf16 weights (no autocast)", "stage 2, bf16 autocast, frozen parts fp32",
+         "stage 2, fp32, gradient checkpointing", "stage 2, fp32, feature cache, gradient checkpointing"}
 FROZEN = ("vision_lr", "vision_hr", "language_model")  # parts that can be frozen (the LLM in stage 1)
 
 
@@ -107,6 +115,11 @@ class Bench:
                 frozen = k != "language_model" or v.stage == 1
                 setattr(m, k, (self.bf16_parts if low and frozen else self.fp32_parts)[k])
         set_stage(m, v.stage)
+        if v.checkpointing != m.is_gradient_checkpointing:
+            if v.checkpointing:
+                m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                m.activation_checkpointing_disable()
         m.config.supervised_logits_only = v.supervised_only
         m.vision_hr.channels_last = v.channels_last
         if v.mining == "direct":
@@ -185,14 +198,22 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (~2 min compile)")
     parser.add_argument("--profile", action="store_true", help="only: where the bf16 step's time goes, per op group")
     parser.add_argument("--breakdown", action="store_true", help="only: the per-part breakdown of a step")
+    parser.add_argument("--memory", action="store_true", help="only: saved activation bytes and peak RSS per variant "
+                        "(one fresh process per variant)")
+    parser.add_argument("--rss-child", metavar="VARIANT", help=argparse.SUPPRESS)  # a --memory child
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.rss_child:
+        bench, v = Bench(), next(v for v in VARIANTS if v.name == args.rss_child)
+        return child_report(lambda: bench.step(v))
     print(env_header(args.threads))
     print(f"model: {BENCH_DESCRIPTION}")
     if args.profile:
         return profile_report(args)
     if args.breakdown:
         return breakdown_report(Bench(), args.repeats)
+    if args.memory:
+        return memory_report(args)
     bench = Bench(compiled=not (args.quick or args.no_compile))
     m, batch = bench.model, bench.batch
     print(f"batch: 2 x {batch['input_ids'].shape[1]} LLM tokens (512 text ids incl. one <image> expanded to "
@@ -271,6 +292,25 @@ def main() -> None:
                                        "mfu": round(f["params_total"] / step / (peak[v.dtype] * 1e9), 3),
                                        "mfu_attn": round(f["total_with_attention"] / step / (peak[v.dtype] * 1e9), 3)}
     print(summary_line("train_step", figures))
+
+
+def memory_report(args: argparse.Namespace) -> None:
+    """Saved activation bytes (in this process) and peak RSS (a fresh process per variant) of every variant."""
+    bench = Bench()
+    variants = [v for v in VARIANTS if not v.compiled and (not args.quick or v.name in QUICK)]
+    print("| variant | activations kept for backward MiB | peak RSS MiB (fresh process) | step peak over set-up MiB |")
+    print("|---|---|---|---|")
+    figures = {}
+    for v in variants:
+        inputs, model = bench.configure(v), bench.model_for(v)
+        with autocast_context(None if v.bf16_weights else v.dtype):
+            saved = activation_bytes(model, lambda: model(**inputs).loss, inputs["input_ids"].numel(),
+                                     torch.bfloat16 if v.bf16_weights else torch.float32)  # residual stream
+        rss = rss_in_fresh_process(Path(__file__).resolve(), v.name, args.threads)
+        figures[v.name] = {"activations_mib": round(saved / 2**20, 1), **rss}
+        print(f"| {v.name} | {saved / 2**20:.0f} | {rss['peak_mib']:.0f} | {rss['step_peak_mib']:.0f} |", flush=True)
+    print(f"\nload average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(summary_line("train_step_memory", figures))
 
 
 def breakdown_report(bench: Bench, repeats: int) -> None:

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .collate import TruncationError, fit_length
+from .image_pipeline import preprocess_image
 from .records import (RecordError, RecordSource, SampleError, count_images, image_refs, open_records,
                       resolve_image)
 from .templates import Template, TemplateError, get_template, tokenize_conversation
@@ -184,7 +185,7 @@ class LazySupervisedDataset(Dataset):
 
     def _image(self, image: Any) -> dict[str, torch.Tensor]:
         try:
-            return self.processor.preprocess_image(image)
+            return preprocess_image(self.processor, image)  # the processor's tensors, by the fast path
         except FileNotFoundError:
             raise
         except Exception as exc:  # noqa: BLE001 (PIL raises many types for broken files)

@@ -22,6 +22,7 @@ from torch import nn
 
 from .feature_cache import (FORMAT, INDEX, FeatureCacheError, file_fingerprint, image_key, preprocess_fingerprint,
                             tower_fingerprint)
+from .image_pipeline import preprocess_image
 
 HELP = "precompute frozen LR/HR tower features for a data set (faster stage-1 training)"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -66,7 +67,7 @@ class _ImageList(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[int, Any, str | None]:
         image = self.todo[i][1]
         try:
-            return i, self.processor.preprocess_image(image), file_fingerprint(image)
+            return i, preprocess_image(self.processor, image), file_fingerprint(image)  # bit-identical fast path
         except Exception as exc:  # noqa: BLE001 (PIL raises many types for broken files)
             return i, f"{type(exc).__name__}: {exc}", None
 
