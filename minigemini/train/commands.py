@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "mining/projector weights, merges, and writes a save_pretrained folder (+ processor).")
     m.add_argument("run_dir", help="output folder of a LoRA training run")
     m.add_argument("out", help="folder for the merged model")
-    m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="precision of the merged weights (default float32)")
     m.set_defaults(func=run_merge)
 
 
