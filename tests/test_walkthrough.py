@@ -132,6 +132,8 @@ def test_walkthrough_runs_as_documented(user_dir: Path, capsys: pytest.CaptureFi
     assert changed == {"language_model", "mining", "projector"}  # stage 2: towers stay frozen
     adapter = json.loads((user_dir / "runs/mine-lora/adapter_config.json").read_text())
     assert Path(adapter["base_model_name_or_path"]) == (user_dir / "models/base").resolve()
+    assert main(["chat", "--model", "runs/mine-lora", "--prompt", QUESTION]) == 2  # an adapter is not a model
+    assert "`minigemini merge-lora runs/mine-lora OUT_DIR`" in capsys.readouterr().err
 
     run(capsys, next(steps)[1:])  # merge-lora
     assert (user_dir / "runs/mine-lora-merged/model.safetensors").is_file()
@@ -158,3 +160,14 @@ def test_render_without_template_needs_a_model_folder(tmp_path: Path, capsys: py
     assert main(["prep", "render", str(data), "--tokenizer", str(tmp_path / "tok")]) == 2
     err = capsys.readouterr().err
     assert "plain tokenizer folder" in err and "--template NAME" in err
+
+
+def test_qlora_with_init_from_is_an_error_not_an_unquantized_run(tmp_path: Path) -> None:
+    """QLoRA quantizes the LLM while loading it from model.llm; an init_from folder would load unquantized."""
+    from minigemini.config import ModelConfig
+    from minigemini.model.builder import build_model_and_processor
+
+    spec = ModelConfig(init_from=str(tmp_path / "base"))
+    spec.llm_load_kwargs = {"quantization_config": "4-bit"}  # what train.lora.qlora_load_kwargs gives for lora.bits=4
+    with pytest.raises(ValueError, match=r"init_from .* cannot be loaded quantized for QLoRA \(lora.bits=4/8\)"):
+        build_model_and_processor(spec)
