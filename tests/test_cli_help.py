@@ -73,11 +73,22 @@ def test_paths_named_in_docs_and_help_exist() -> None:
     assert not missing, "paths that do not exist:\n" + "\n".join(missing)
 
 
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings: lower case, punctuation dropped, spaces -> hyphens."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
 def test_relative_links_in_docs_exist() -> None:
-    """`[text](other.md#anchor)` links between the docs point to files that exist (anchors not checked)."""
+    """`[text](other.md#anchor)` links between the docs point to files (and headings) that exist."""
     missing = []
     for doc in DOCS:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)", doc.read_text()):
-            if "://" not in target and not (doc.parent / target).exists():
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", doc.read_text()):
+            if "://" in target:
+                continue
+            path = doc.parent / target if target else doc
+            if not path.exists():
                 missing.append(f"{target} (in {doc.relative_to(REPO)})")
-    assert not missing, "links to files that do not exist:\n" + "\n".join(missing)
+            elif anchor and path.suffix == ".md" and anchor not in github_anchors(path.read_text()):
+                missing.append(f"{target}#{anchor}: no such heading (in {doc.relative_to(REPO)})")
+    assert not missing, "links to files or headings that do not exist:\n" + "\n".join(missing)
