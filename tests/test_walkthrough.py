@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from minigemini.cli import main
@@ -123,6 +124,11 @@ def test_walkthrough_runs_as_documented(user_dir: Path, capsys: pytest.CaptureFi
     assert out == f"{VICUNA} USER: <image>\n{QUESTION} ASSISTANT: red</s>\n"
 
     base = load_file(user_dir / "models/base/model.safetensors")
+    steps = list(steps)
+    printed = yaml.safe_load(run(capsys, steps[0][1:] + ["--print-config"]))  # what the doc says to check
+    assert printed["model"]["init_from"] == "models/base" and printed["model"]["template"] == "vicuna_v1"
+    assert printed["data"]["train"] == ["data/mine/train.json"] and "llm" not in printed["model"]
+    steps = iter(steps)
     for run_dir, argv in (("runs/mine", next(steps)[1:]), ("runs/mine-lora", next(steps)[1:])):
         run(capsys, argv + fast_overrides())  # train: stage 2 full, then LoRA
         saved = json.loads((user_dir / run_dir / "run_info.json").read_text())["model_sources"]
