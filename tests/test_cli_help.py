@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from minigemini.cli import build_parser
 
@@ -75,7 +75,7 @@ def test_paths_named_in_docs_and_help_exist() -> None:
 
 def github_anchors(markdown: str) -> set[str]:
     """The anchors GitHub gives the headings: lower case, punctuation dropped, spaces -> hyphens."""
-    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.S), re.M)
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.DOTALL), re.MULTILINE)
     return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
 

@@ -38,14 +38,14 @@ def doc_section() -> str:
 
 def walkthrough_commands() -> list[list[str]]:
     """Every `minigemini ...` line of the section's bash block (backslash continuations joined)."""
-    block = re.search(r"```bash\n(.*?)```", doc_section(), re.S).group(1).replace("\\\n", " ")
+    block = re.search(r"```bash\n(.*?)```", doc_section(), re.DOTALL).group(1).replace("\\\n", " ")
     return [shlex.split(line) for line in block.splitlines() if line.startswith("minigemini ")]
 
 
 def fast_overrides() -> list[str]:
     """The tiny-run overrides the doc lists (after 'adding to each `train` line'), as they are written there."""
     text = doc_section().split("adding to each `train` line", 1)[1]
-    return shlex.split(re.search(r"`(deepspeed\.config=null[^`]*)`", text, re.S).group(1))
+    return shlex.split(re.search(r"`(deepspeed\.config=null[^`]*)`", text, re.DOTALL).group(1))
 
 
 def make_user_files(root: Path) -> None:
@@ -85,10 +85,11 @@ def run(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
 
 def hand_exact_match(test_csv: Path, predictions: Path) -> float:
     """Exact match in percent, computed here from the files (case, whitespace, final period ignored)."""
-    answers = {row["id"]: row["answer"] for row in csv.DictReader(open(test_csv))}
+    with open(test_csv, newline="") as f:
+        answers = {row["id"]: row["answer"] for row in csv.DictReader(f)}
     said = {str(r["question_id"]): r["text"] for r in map(json.loads, predictions.read_text().splitlines())}
     assert set(said) == set(answers)
-    norm = lambda s: " ".join(s.lower().split()).rstrip(".").strip()  # noqa: E731
+    norm = lambda s: " ".join(s.lower().split()).rstrip(".").strip()
     return 100.0 * sum(norm(said[q]) == norm(a) for q, a in answers.items()) / len(answers)
 
 
@@ -110,29 +111,25 @@ def test_doc_lists_the_whole_walkthrough() -> None:
 
 
 def test_walkthrough_runs_as_documented(user_dir: Path, capsys: pytest.CaptureFixture) -> None:
-    steps = iter(walkthrough_commands())
-    argv = next(steps)[1:]  # prep convert
-    out = run(capsys, argv)
+    convert, validate, render, train_full, train_lora, merge, evaluate, chat = (
+        argv[1:] for argv in walkthrough_commands())  # the doc's lines without the program name
+
+    out = run(capsys, convert)
     records = json.loads((user_dir / "data/mine/train.json").read_text())
     assert "wrote 4 records" in out and [r["conversations"][1]["value"] for r in records] == list(COLOURS)
     assert all((user_dir / "data/mine" / r["image"]).resolve().is_file() for r in records)
 
-    out = run(capsys, next(steps)[1:])  # prep validate
-    assert "checked 4 records: 4 good, 0 with problems" in out
+    assert "checked 4 records: 4 good, 0 with problems" in run(capsys, validate)
+    assert run(capsys, render) == f"{VICUNA} USER: <image>\n{QUESTION} ASSISTANT: red</s>\n"  # the folder's template
 
-    out = run(capsys, next(steps)[1:])  # prep render: the model folder's template (vicuna_v1)
-    assert out == f"{VICUNA} USER: <image>\n{QUESTION} ASSISTANT: red</s>\n"
-
-    base = load_file(user_dir / "models/base/model.safetensors")
-    steps = list(steps)
-    printed = yaml.safe_load(run(capsys, steps[0][1:] + ["--print-config"]))  # what the doc says to check
+    printed = yaml.safe_load(run(capsys, train_full + ["--print-config"]))  # what the doc says to check
     assert printed["model"]["init_from"] == "models/base" and printed["model"]["template"] == "vicuna_v1"
     assert printed["data"]["train"] == ["data/mine/train.json"] and "llm" not in printed["model"]
-    steps = iter(steps)
-    for run_dir, argv in (("runs/mine", next(steps)[1:]), ("runs/mine-lora", next(steps)[1:])):
-        run(capsys, argv + fast_overrides())  # train: stage 2 full, then LoRA
+    for run_dir, argv in (("runs/mine", train_full), ("runs/mine-lora", train_lora)):
+        run(capsys, argv + fast_overrides())
         saved = json.loads((user_dir / run_dir / "run_info.json").read_text())["model_sources"]
         assert saved["init_from"] == "models/base"
+    base = load_file(user_dir / "models/base/model.safetensors")
     tuned = load_file(user_dir / "runs/mine/model.safetensors")
     changed = {k.split(".")[0] for k in base if not torch.equal(base[k], tuned[k])}
     assert changed == {"language_model", "mining", "projector"}  # stage 2: towers stay frozen
@@ -141,19 +138,17 @@ def test_walkthrough_runs_as_documented(user_dir: Path, capsys: pytest.CaptureFi
     assert main(["chat", "--model", "runs/mine-lora", "--prompt", QUESTION]) == 2  # an adapter is not a model
     assert "`minigemini merge-lora runs/mine-lora OUT_DIR`" in capsys.readouterr().err
 
-    run(capsys, next(steps)[1:])  # merge-lora
+    run(capsys, merge)
     assert (user_dir / "runs/mine-lora-merged/model.safetensors").is_file()
 
-    run(capsys, next(steps)[1:])  # eval --benchmark custom
+    run(capsys, evaluate)
     results = json.loads((user_dir / "results/mine/results.json").read_text())
     expected = hand_exact_match(user_dir / "my_data/test.csv", user_dir / "results/mine/predictions.jsonl")
     assert results["metric"] == "exact_match" and results["num_questions"] == 4
     assert results["exact_match"] == pytest.approx(expected)
 
-    argv = next(steps)[1:]  # chat: one answer, printed alone
-    out = run(capsys, argv + ["--max-new-tokens", "8"])
-    assert out.strip() and len(out.strip().splitlines()) == 1
-    assert next(steps, None) is None
+    out = run(capsys, chat + ["--max-new-tokens", "8"]).strip()  # one answer, printed alone
+    assert out and len(out.splitlines()) == 1
 
 
 def test_render_without_template_needs_a_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

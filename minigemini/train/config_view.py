@@ -49,14 +49,14 @@ def _from_folder(model: dict[str, Any], folder: Path) -> list[str]:
     """init_from: the folder's values for FOLDER_KEYS; SOURCE_KEYS and the preset are not used."""
     for key in (*SOURCE_KEYS, *TINY_KEYS, "preset"):
         model.pop(key)
-    notes = [f"model: LLM, tokenizer and towers load from model.init_from ({folder}); model.{{{', '.join(SOURCE_KEYS)}}} "
-             "and the tiny preset are not used"]
+    notes = [(f"model: LLM, tokenizer and towers load from model.init_from ({folder}); "
+              f"model.{{{', '.join(SOURCE_KEYS)}}} and the tiny preset are not used")]
     config_file = folder / "config.json"
     try:
         saved = json.loads(config_file.read_text())
     except (OSError, ValueError) as exc:
-        return notes + [f"model.{{{', '.join(FOLDER_KEYS)}}}: shown as this config has them; the run reads them "
-                        f"from {config_file}, which cannot be read now ({exc})"]
+        return notes + [(f"model.{{{', '.join(FOLDER_KEYS)}}}: shown as this config has them; the run reads them "
+                         f"from {config_file}, which cannot be read now ({exc})")]
     for key in FOLDER_KEYS:
         if key in saved:
             model[key] = saved[key]
@@ -73,8 +73,8 @@ def _from_tiny_base(model: dict[str, Any], base: Path) -> list[str]:
     except (OSError, ValueError):
         for key in ("image_size", "image_size_aux", "image_grid", "image_global"):
             model.pop(key)
-        return notes + ["model.{image_size, image_size_aux, image_grid, image_global}: set when the base is written "
-                        "(MiniGeminiConfig.tiny)"]
+        return notes + [("model.{image_size, image_size_aux, image_grid, image_global}: set when the base is "
+                         "written (MiniGeminiConfig.tiny)")]
     model.update(image_size=info["image_size"], image_size_aux=info["image_size_aux"],
                  image_grid=2 if info["hd"] else 1, image_global=bool(info["hd"]))
     return notes + [f"model.{{image_size, image_size_aux, image_grid, image_global}}: from {base / TINY_MARKER}"]
