@@ -2,7 +2,7 @@
 
 A run config has five sections (`model`, `data`, `training`, `lora`, `deepspeed`). A YAML file may
 pull in others with `include: [relative/path.yaml, ...]` (merged in order, the including file last),
-so presets compose: `configs/demo.yaml` includes `model/tiny.yaml` and `stage/pretrain.yaml`.
+so presets compose: `configs/tiny/pretrain.yaml` includes `../model/tiny.yaml` and `../stage/pretrain.yaml`.
 Command-line overrides are `section.key=value` (value parsed as YAML: `1`, `true`, `null`, `[a, b]`).
 Unknown keys are errors that list the valid ones; values are checked against the field types.
 """

@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the MGM folder)")
     p.add_argument("--template", default=None,
                    help="conversation template to use instead of the detected one (e.g. vicuna_v1, llama_3)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="precision of the written weights (default float32)")
     p.set_defaults(func=run)
 
 

@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--show", type=int, default=3, help="problems printed per kind")
     v.add_argument("--write-clean", default=None, metavar="OUT",
                    help="write good records to OUT (JSON) and the rest to OUT-stem.rejects.jsonl with reasons")
-    v.add_argument("--no-progress", action="store_true")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.set_defaults(func=run_validate)
 
     c = sub.add_parser("convert", help="CSV/JSONL table, caption folder or HF dataset -> LLaVA JSON",
@@ -92,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--prompt", default=None, help="user prompt for caption data (default: 'Describe the image "
                                                  "briefly.')")
     c.add_argument("--split", default="train", help="split of a DatasetDict folder")
-    c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=run_convert)
 
     sub.add_parser("synthetic", help="write the synthetic detail-VQA set (demo / tests)",

@@ -21,9 +21,10 @@ LABEL_OPEN, LABEL_CLOSE = "⟦", "⟧"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `prep render`."""
     parser.add_argument("data", metavar="CONVERSATION.json", help="LLaVA-format JSON list or JSONL file")
-    parser.add_argument("--template", required=True,
+    parser.add_argument("--template", default=None,
                         help="conversation template (plain, vicuna_v1, llama_3, gemma, mistral_instruct, "
-                             "chatml_direct, chatml, qwen2, auto; official MGM names such as v1 work too)")
+                             "chatml_direct, chatml, qwen2, auto; official MGM names such as v1 work too); "
+                             "default: the template of the minigemini model folder given as --tokenizer")
     parser.add_argument("--tokenizer", required=True, metavar="DIR",
                         help="tokenizer folder (or a minigemini model folder); gives EOS/BOS and the label check")
     parser.add_argument("--generation-prompt", action="store_true",
@@ -72,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
     if len(source) == 0:
         raise ValueError(f"{args.data}: no records; expected a LLaVA JSON list or JSONL with at least one record")
     processor = load_processor(args.tokenizer, num_image_tokens=1)
-    print(render_record(source[0], args.template, processor, args.generation_prompt, args.show_labels,
+    template = args.template or getattr(getattr(processor, "config", None), "template", None)
+    if not template:
+        raise ValueError(f"--tokenizer {args.tokenizer} is a plain tokenizer folder, not a minigemini model folder: "
+                         "give the template with --template NAME")
+    print(render_record(source[0], template, processor, args.generation_prompt, args.show_labels,
                         where=source.location(0)))
     return 0

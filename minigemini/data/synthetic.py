@@ -335,7 +335,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-test", type=int, default=500, help="test images (4 questions each)")
     parser.add_argument("--image-size", type=int, default=256, help="canvas size; must equal the model's HR size")
     parser.add_argument("--lr-factor", type=int, default=4, help="HR/LR size ratio of the model (>= 3)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the images and questions (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
 
 

@@ -139,6 +139,11 @@ class ChatSession:
                                  markers=self.markers)
 
 
+DEVICE_HELP = "cuda, cuda:1, cpu, ... (default auto: CUDA if available, else CPU)"
+DTYPE_HELP = ("float32, bfloat16 or float16 (default auto: bfloat16 on GPUs that support it, float16 on other GPUs, "
+              "float32 on CPU)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `chat` command."""
     p = subparsers.add_parser("chat", help="chat with a model about images (interactive, or one --prompt)",
@@ -148,12 +153,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(repeatable)")
     p.add_argument("--prompt", default=None, help="answer this one message and exit")
     p.add_argument("--system", default=None, help="system message")
-    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--max-new-tokens", type=int, default=512, help="longest answer in tokens (default 512); "
+                   "generation stops earlier at the template's end of turn")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default, deterministic)")
-    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: keep the smallest set of tokens "
+                   "whose probability reaches P (with --temperature > 0; default: no cut)")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--dtype", default="auto", help=DTYPE_HELP)
     p.add_argument("--template", default=None, help="override the conversation template named in the model config")
     p.add_argument("--save-attention", default=None, metavar="DIR",
                    help="after each answer write the patch-info-mining attention maps to DIR: "
@@ -171,11 +178,14 @@ def add_image_generation_arguments(p: argparse.ArgumentParser) -> None:
                    help="ask for an image description (<h>...</h>) and draw it with a diffusion pipeline")
     g.add_argument("--diffusion-model", default=DEFAULT_DIFFUSION_MODEL, help="pipeline folder or hub id")
     g.add_argument("--image-out", default="chat_images", help="folder for generated images + answers")
-    g.add_argument("--gen-height", type=int, default=None)
-    g.add_argument("--gen-width", type=int, default=None)
-    g.add_argument("--gen-steps", type=int, default=30)
-    g.add_argument("--gen-guidance", type=float, default=7.5)
-    g.add_argument("--gen-markers", nargs=2, default=list(DEFAULT_MARKERS), metavar=("OPEN", "CLOSE"))
+    g.add_argument("--gen-height", type=int, default=None, help="height of generated images in pixels "
+                   "(default: the pipeline's)")
+    g.add_argument("--gen-width", type=int, default=None, help="width of generated images in pixels "
+                   "(default: the pipeline's)")
+    g.add_argument("--gen-steps", type=int, default=30, help="diffusion denoising steps (default 30)")
+    g.add_argument("--gen-guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    g.add_argument("--gen-markers", nargs=2, default=list(DEFAULT_MARKERS), metavar=("OPEN", "CLOSE"),
+                   help="strings around the image description in the answer (default <h> </h>, as MGM)")
     g.add_argument("--gen-trigger", default=DEFAULT_TRIGGER, help="appended to the user message (MGM: ' <GEN>')")
 
 

@@ -85,6 +85,10 @@ def load_model(path: str | Path, device: str | None = None,
                dtype: str | torch.dtype | None = None) -> tuple[MiniGeminiForCausalLM, MiniGeminiProcessor]:
     """Load a saved minigemini model folder (model + processor), in eval mode on `device`."""
     folder = Path(path).expanduser()
+    weights = ("model.safetensors", "model.safetensors.index.json")
+    if (folder / "adapter_config.json").is_file() and not any((folder / w).is_file() for w in weights):
+        raise FileNotFoundError(f"{folder} holds a LoRA adapter, not a whole model: fold it into one with "
+                                f"`minigemini merge-lora {folder} OUT_DIR` and pass OUT_DIR")
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a minigemini model folder (no config.json); pass the folder "
                                 "written by `save_pretrained`, a training export or `minigemini convert`")

@@ -168,17 +168,20 @@ def make_server(generator: Generator, host: str = "127.0.0.1", port: int = 8000,
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `serve` command."""
+    from .chat import DEVICE_HELP, DTYPE_HELP
+
     p = subparsers.add_parser("serve", help="serve a model on an OpenAI-compatible /v1/chat/completions endpoint",
                               description=__doc__.split("\n\n")[1].replace("\n", " "))
     p.add_argument("--model", required=True, help="minigemini model folder")
     p.add_argument("--model-name", default=None,
                    help="the model id clients must send (default: the model folder's name)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
+                   "0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--max-new-tokens", type=int, default=512,
                    help="completion budget when a request sets no max_tokens (capped by the context left)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--dtype", default="auto", help=DTYPE_HELP)
     p.add_argument("--template", default=None, help="override the conversation template named in the model config")
     p.set_defaults(func=run)
 

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .chat import ChatSession, decoding_options
+from .chat import DEVICE_HELP, DTYPE_HELP, ChatSession, decoding_options
 from .imagegen import extract_image_prompts
 
 if TYPE_CHECKING:  # torch loads only when the page runs, so `minigemini --help` stays fast
@@ -280,12 +280,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--imagegen", default=None, metavar="PIPELINE",
                    help="diffusers text-to-image pipeline (folder or hub id) to draw the model's image prompts")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=7860, help="TCP port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (sends traffic "
                    "through Gradio's servers)")
     p.add_argument("--template", default=None, help="override the conversation template named in the model config")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--dtype", default="auto", help=DTYPE_HELP)
     p.set_defaults(func=run)
 
 

@@ -230,6 +230,10 @@ def build_model_and_processor(spec: Any, dtype: torch.dtype = torch.float32, cor
     if spec.preset == "tiny":
         spec = resolve_tiny(spec, corpus)
     if spec.init_from:  # the architecture is the saved model's; template / attention / max length apply
+        if getattr(spec, "llm_load_kwargs", None):  # QLoRA's quantization applies when the LLM loads from model.llm
+            raise ValueError(f"model.init_from ({spec.init_from}) cannot be loaded quantized for QLoRA (lora.bits=4/8): "
+                             "use lora.bits=16 (LoRA), or build from the parts (model.llm, model.vision_lr/hr, "
+                             "model.pretrained_adapter) instead of model.init_from")
         model = MiniGeminiForCausalLM.from_pretrained(spec.init_from, dtype=dtype)
         if spec.attn_implementation:
             model.set_attn_implementation(spec.attn_implementation)

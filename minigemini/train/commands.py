@@ -13,10 +13,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Loads CONFIG.yaml (typed sections model, data, training, lora, deepspeed; `include:` pulls in "
                     "presets), applies section.key=value overrides, and trains. Launch on several GPUs/CPU ranks "
                     "with the scripts in scripts/ (deepspeed, torchrun, Slurm).")
-    p.add_argument("config", help="run config YAML, e.g. configs/demo.yaml")
+    p.add_argument("config", help="run config YAML, e.g. configs/tiny/finetune.yaml or configs/custom/finetune.yaml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted overrides, e.g. training.learning_rate=1e-3 training.output_dir=runs/x")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--print-config", action="store_true", help="print the config as the run resolves it (includes, overrides, defaults; "
+                                                            "model fields from model.init_from or the tiny preset) and exit")
     p.add_argument("--verbose", action="store_true", help="show the Trainer's log dicts, the trainable-parts table, "
                                                           "info logs and dependency warnings")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -28,20 +29,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "mining/projector weights, merges, and writes a save_pretrained folder (+ processor).")
     m.add_argument("run_dir", help="output folder of a LoRA training run")
     m.add_argument("out", help="folder for the merged model")
-    m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="precision of the merged weights (default float32)")
     m.set_defaults(func=run_merge)
 
 
 def run_train(args: argparse.Namespace) -> int:
     import logging
 
-    import yaml
-
     from ..config import load_config
 
     cfg = load_config(args.config, args.overrides)  # a ConfigError (ValueError) ends with exit code 2
     if args.print_config:
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        from .config_view import resolved_config_text
+
+        print(resolved_config_text(cfg, args.config + "".join(f" {o}" for o in args.overrides)), end="")
         return 0
     import time
 
