@@ -6,8 +6,9 @@ normalise in float32: MGM's transformers-4 pixels). This module computes the sam
 tensor: JPEG decoded by torchvision (libjpeg-turbo, same pixels as PIL for RGB and grayscale JPEGs;
 other files and modes go through the processor's own `load_image`), padded in uint8, resized by PIL's C
 bicubic on that uint8 image (skipped when the size is already right, where PIL would return a copy),
-cropped as a view, and turned into floats by a 256-entry lookup table per channel holding exactly the
-processor's rescale + normalise of each uint8 value; LR / HD views are derived as the processor does.
+cropped as a view, converted to float32 in the same pass as the layout change, then `/ 255`, `- mean`,
+`/ std` in place in float32 (float32 `x / 255` equals the processor's float64 `x * (1/255)` rounded to
+float32 for every uint8 value: checked in the tests); LR / HD views are derived as the processor does.
 Result: bit-identical to `preprocess_image` (`tests/data/test_image_pipeline.py`), so a feature cache
 built by the processor matches training on the fly bit for bit.
 """
@@ -31,8 +32,7 @@ from minigemini.model.processing import MiniGeminiProcessor, load_image
 logger = logging.getLogger(__name__)
 JPEG_MODES = ("RGB", "L")  # JPEG colour modes torchvision decodes to PIL's RGB pixels (CMYK etc. go via PIL)
 ASPECT_MODES = ("pad", "resize", "crop")
-RESCALE = 1 / 255  # CLIPImageProcessor's rescale_factor
-UINT8_VALUES = 256
+UINT8_MAX = 255  # CLIPImageProcessor's rescale_factor is 1 / UINT8_MAX
 # torchvision >= 0.29 warns on every decode that torchcodec will take image decoding over one day; the
 # decoder is the same libjpeg-turbo and the tests compare its pixels with PIL's, so one warning per run is enough.
 warnings.filterwarnings("once", message="The image decoding and encoding capabilities of TorchVision",
@@ -88,14 +88,6 @@ def clip_resize_crop(x: torch.Tensor, side: int) -> torch.Tensor:
     return x[:, top:top + side, left:left + side]
 
 
-def normalize_table(mean: list[float], std: list[float]) -> torch.Tensor:
-    """[3 * 256] float32: the processor's rescale (float64 * 1/255 -> float32) then (v - mean) / std in
-    float32, for every uint8 value of each channel (so a lookup is bit-identical to computing it)."""
-    values = (np.arange(UINT8_VALUES).astype(np.float64) * RESCALE).astype(np.float32)
-    mean32, std32 = np.array(mean, dtype=np.float32)[:, None], np.array(std, dtype=np.float32)[:, None]
-    return torch.from_numpy(((values[None, :] - mean32) / std32).reshape(-1))
-
-
 def split_views(lr: torch.Tensor, side: int, grid: int, use_global: bool) -> torch.Tensor:
     """[3, grid*side, grid*side] -> [grid², 3, side, side] crops row by row (+ the bilinear global view)."""
     crops = lr.reshape(3, grid, side, grid, side).permute(1, 3, 0, 2, 4).reshape(grid * grid, 3, side, side)
@@ -112,15 +104,16 @@ class FastImagePipeline:
         if config.image_aspect_ratio not in ASPECT_MODES:
             raise ValueError(f"image_aspect_ratio must be pad, resize or crop, got {config.image_aspect_ratio!r}")
         self.config = config
-        self.table = normalize_table(config.image_mean, config.image_std)
-        self.channel_offset = (torch.arange(3) * UINT8_VALUES).view(3, 1, 1)
+        self.mean = torch.tensor(config.image_mean, dtype=torch.float32).view(3, 1, 1)  # as numpy's float32 cast
+        self.std = torch.tensor(config.image_std, dtype=torch.float32).view(3, 1, 1)
         self.fill = tuple(int(v * 255) for v in config.image_mean)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 [3, H, W] (any memory layout) -> contiguous float32 (x / 255 - mean) / std, by table lookup."""
-        index = torch.empty(x.shape, dtype=torch.int64)
-        index.copy_(x)  # layout change and widening in one pass
-        return self.table[index.add_(self.channel_offset)]
+        """uint8 [3, H, W] (any memory layout) -> contiguous float32 (x / 255 - mean) / std, the processor's
+        float32 steps (rescale, then normalise), in place."""
+        out = torch.empty(x.shape, dtype=torch.float32)
+        out.copy_(x)  # layout change and conversion in one pass (2x faster than .contiguous().float())
+        return out.div_(UINT8_MAX).sub_(self.mean).div_(self.std)
 
     def squared(self, image: str | Path | Image.Image) -> torch.Tensor:
         """The decoded image after the aspect-ratio step, uint8 [3, H, W]."""
