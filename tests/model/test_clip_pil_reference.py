@@ -94,3 +94,20 @@ def test_reference_tells_the_backends_and_the_rounding_apart() -> None:
     rounded = np.asarray(img.resize((336, 1070), Image.BICUBIC))[367:367 + 336].astype(np.float32) / np.float32(255)
     rounded = (rounded - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
     assert (torch.from_numpy(rounded.transpose(2, 0, 1).copy()) - ref).abs().max().item() > 1e-2
+
+
+def test_feature_cache_built_with_the_torchvision_resize_is_stale(sp_tokenizer, monkeypatch) -> None:
+    """The cache's preprocessing hash covers the image-processing code: the module as it was before the PIL
+    backend (`CLIPImageProcessor`, torchvision) hashes differently, so such a cache is reported stale."""
+    import inspect
+
+    from minigemini.data import feature_cache
+    from minigemini.model import image_processing
+
+    processor = MiniGeminiProcessor(sp_tokenizer, MiniGeminiConfig.tiny())
+    now = feature_cache.preprocess_fingerprint(processor)
+    source, real = inspect.getsource(image_processing), inspect.getsource
+    assert "CLIPImageProcessorPil(" in source
+    before = source.replace("CLIPImageProcessorPil", "CLIPImageProcessor")
+    monkeypatch.setattr(inspect, "getsource", lambda obj: before if obj is image_processing else real(obj))
+    assert feature_cache.preprocess_fingerprint(processor) != now
