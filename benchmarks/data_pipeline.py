@@ -7,7 +7,7 @@ Three ways, same files, interleaved round by round (the order rotates), one thre
              expand2square, CLIP image processor at the HR size, LR = bilinear interpolation of the HR
              tensor (HD: 2x2 crops + global view). The processor is transformers' PIL/numpy CLIP processor
              (`CLIPImageProcessorPil`), the implementation MGM's pinned transformers 4.x ran.
-  processor  `MiniGeminiProcessor.preprocess_image` (transformers 5's torchvision-backend CLIPImageProcessor).
+  processor  `MiniGeminiProcessor.preprocess_image` (transformers' PIL-backend CLIPImageProcessorPil too: same pixels).
   fast       `minigemini.data.image_pipeline.FastImagePipeline`: bit-identical to `processor`.
 Configs: normal = LR 336 / HR 768; hd = HR 1536, LR 672 -> 2x2 crops of 336 + global. Files: smooth
 random content plus noise, JPEG quality 90, COCO-like sizes for normal, larger ones for hd. Not run by CI.

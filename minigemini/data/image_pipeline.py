@@ -1,17 +1,17 @@
 """Fast training-image path: the tensors of `MiniGeminiProcessor.preprocess_image`, computed in fewer passes.
 
-The processor's path decodes with PIL, pads a PIL image, converts it to numpy and then to a tensor
-inside `CLIPImageProcessor` (transformers 5: torchvision backend, bicubic antialiased resize on uint8,
-centre crop, then rescale + normalise in float). This module computes the same operations on one uint8
+The processor's path decodes with PIL, pads a PIL image, converts it to numpy and runs transformers'
+PIL-backend `CLIPImageProcessorPil` (PIL bicubic resize, numpy centre crop, rescale in float64 -> float32,
+normalise in float32: MGM's transformers-4 pixels). This module computes the same operations on one uint8
 tensor: JPEG decoded by torchvision (libjpeg-turbo, same pixels as PIL for RGB and grayscale JPEGs;
-other files and modes go through the processor's own `load_image`), padded in uint8, resized by the
-same torchvision kernel (CLIP's resize), converted to float once and normalised in place with CLIP's
-fused rescale+normalise constants, and LR / HD views derived from it exactly as the processor does.
-The `resize` aspect mode keeps PIL's bicubic resize: that is what the processor computes there.
+other files and modes go through the processor's own `load_image`), padded in uint8, resized by PIL's C
+bicubic on that uint8 image (skipped when the size is already right, where PIL would return a copy),
+cropped as a view, converted to float32 in the same pass as the layout change, then `/ 255`, `- mean`,
+`/ std` in place in float32 (float32 `x / 255` equals the processor's float64 `x * (1/255)` rounded to
+float32 for every uint8 value: checked in the tests); LR / HD views are derived as the processor does.
 Result: bit-identical to `preprocess_image` (`tests/data/test_image_pipeline.py`), so a feature cache
 built by the processor matches training on the fly bit for bit.
 """
-
 from __future__ import annotations
 
 import logging
@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 import torchvision.io as tvio
 from PIL import Image
-from torchvision.transforms.v2 import functional as tvF
 
 from minigemini.model.configuration import MiniGeminiConfig
 from minigemini.model.processing import MiniGeminiProcessor, load_image
@@ -33,7 +32,7 @@ from minigemini.model.processing import MiniGeminiProcessor, load_image
 logger = logging.getLogger(__name__)
 JPEG_MODES = ("RGB", "L")  # JPEG colour modes torchvision decodes to PIL's RGB pixels (CMYK etc. go via PIL)
 ASPECT_MODES = ("pad", "resize", "crop")
-RESCALE = 1 / 255  # CLIPImageProcessor's rescale_factor
+UINT8_MAX = 255  # CLIPImageProcessor's rescale_factor is 1 / UINT8_MAX
 # torchvision >= 0.29 warns on every decode that torchcodec will take image decoding over one day; the
 # decoder is the same libjpeg-turbo and the tests compare its pixels with PIL's, so one warning per run is enough.
 warnings.filterwarnings("once", message="The image decoding and encoding capabilities of TorchVision",
@@ -77,15 +76,15 @@ def pad_to_square(x: torch.Tensor, fill: tuple[int, int, int]) -> torch.Tensor:
 
 
 def clip_resize_crop(x: torch.Tensor, side: int) -> torch.Tensor:
-    """CLIPImageProcessor's geometry on uint8: shortest edge -> `side` (bicubic, antialiased), centre crop."""
+    """CLIPImageProcessorPil's geometry on uint8: shortest edge -> `side` (PIL bicubic), centre crop."""
     h, w = x.shape[-2:]
     short, long = (h, w) if h <= w else (w, h)
     new_long = int(side * long / short)
     size = (side, new_long) if h <= w else (new_long, side)
-    if (h, w) != size:  # channels-last: torch's uint8 kernel runs ~2x faster on it, same result bit for bit
-        x = x[None].contiguous(memory_format=torch.channels_last)
-        x = tvF.resize(x, list(size), interpolation=tvF.InterpolationMode.BICUBIC, antialias=True)[0]
-    top, left = int((size[0] - side) / 2.0), int((size[1] - side) / 2.0)
+    if (h, w) != size:
+        image = Image.fromarray(np.ascontiguousarray(x.permute(1, 2, 0).numpy()))  # no copy when HWC in memory
+        x = pil_to_uint8(image.resize((size[1], size[0]), Image.BICUBIC))
+    top, left = (size[0] - side) // 2, (size[1] - side) // 2
     return x[:, top:top + side, left:left + side]
 
 
@@ -105,21 +104,21 @@ class FastImagePipeline:
         if config.image_aspect_ratio not in ASPECT_MODES:
             raise ValueError(f"image_aspect_ratio must be pad, resize or crop, got {config.image_aspect_ratio!r}")
         self.config = config
-        # CLIPImageProcessor's fused rescale + normalise constants, computed as it computes them (bit-exact)
-        self.mean = (torch.tensor(config.image_mean) * (1.0 / RESCALE)).tolist()
-        self.std = (torch.tensor(config.image_std) * (1.0 / RESCALE)).tolist()
+        self.mean = torch.tensor(config.image_mean, dtype=torch.float32).view(3, 1, 1)  # as numpy's float32 cast
+        self.std = torch.tensor(config.image_std, dtype=torch.float32).view(3, 1, 1)
         self.fill = tuple(int(v * 255) for v in config.image_mean)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 [3, H, W] (any memory layout) -> contiguous float32 (x - 255 mean) / (255 std), in place."""
+        """uint8 [3, H, W] (any memory layout) -> contiguous float32 (x / 255 - mean) / std, the processor's
+        float32 steps (rescale, then normalise), in place."""
         out = torch.empty(x.shape, dtype=torch.float32)
         out.copy_(x)  # layout change and conversion in one pass (2x faster than .contiguous().float())
-        return tvF.normalize(out, self.mean, self.std, inplace=True)
+        return out.div_(UINT8_MAX).sub_(self.mean).div_(self.std)
 
     def squared(self, image: str | Path | Image.Image) -> torch.Tensor:
         """The decoded image after the aspect-ratio step, uint8 [3, H, W]."""
         mode = self.config.image_aspect_ratio
-        if mode == "resize":  # the processor resizes with PIL's bicubic here: keep it
+        if mode == "resize":  # the processor resizes the PIL image to the full side here: do the same
             side = self.config.image_size_aux
             return pil_to_uint8(load_image(image).resize((side, side), Image.BICUBIC))
         x = decode_rgb(image)

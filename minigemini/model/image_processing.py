@@ -5,6 +5,11 @@ mean colour, resize, or centre crop) and applies CLIP preprocessing at the HR si
 `MiniGeminiLRImageProcessor` gives the LR views: bilinear downsampling of the HR tensor (MGM,
 `from_hr=True`) or the same CLIP preprocessing at the LR side, then, in the HD variant, the grid crops
 followed by one global view. Both save into `processor_config.json` and load with `from_dict`.
+
+CLIP preprocessing runs on transformers' PIL backend (`CLIPImageProcessorPil`): PIL bicubic resize of the
+shortest edge, centre crop, rescale in float64 then float32, normalise in float32 -- the pixels MGM's
+transformers 4.x `CLIPImageProcessor` gives. (Transformers 5's default torchvision backend resizes with
+another bicubic kernel: up to ~2 uint8 levels off whenever an image is resized.)
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
-from transformers import AutoImageProcessor, BatchFeature, CLIPImageProcessor
+from transformers import AutoImageProcessor, BatchFeature, CLIPImageProcessorPil
 from transformers.image_processing_utils import BaseImageProcessor
 
 from .configuration import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, MiniGeminiConfig
@@ -50,8 +55,8 @@ def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Im
 
 
 @functools.lru_cache(maxsize=32)
-def _clip_transform(side: int, mean: tuple[float, ...], std: tuple[float, ...], resample: int) -> CLIPImageProcessor:
-    return CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
+def _clip_transform(side: int, mean: tuple[float, ...], std: tuple[float, ...], resample: int) -> CLIPImageProcessorPil:
+    return CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
                               image_mean=list(mean), image_std=list(std), resample=resample)
 
 
@@ -72,8 +77,8 @@ class MiniGeminiImageProcessor(BaseImageProcessor):
         self.image_std = [float(x) for x in image_std]
         self.resample = int(resample)
 
-    def clip_transform(self, side: int) -> CLIPImageProcessor:
-        """CLIP resize (shortest edge) + centre crop + normalise at `side` px, as LLaVA/MGM use."""
+    def clip_transform(self, side: int) -> CLIPImageProcessorPil:
+        """CLIP resize (shortest edge, PIL) + centre crop + normalise at `side` px, as LLaVA/MGM (transformers 4)."""
         return _clip_transform(side, tuple(self.image_mean), tuple(self.image_std), self.resample)
 
     def square(self, image: str | Path | Image.Image) -> Image.Image:

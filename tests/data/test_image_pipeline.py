@@ -91,6 +91,21 @@ def test_equals_processor(sp_tokenizer, image_files: dict[str, Path], kind: str,
     assert ours["images_aux"].shape == (3, 1536, 1536) if hd else (3, 768, 768)
 
 
+def test_normalize_is_the_processors_float_steps_for_every_uint8_value() -> None:
+    """PIL-backend CLIP: float64 x * (1/255) cast to float32, then (v - mean) / std in float32 (numpy here)."""
+    cfg = MiniGeminiConfig.tiny()
+    every = torch.arange(256, dtype=torch.uint8).view(16, 16).expand(3, 16, 16)
+    rng = np.random.default_rng(0)
+    photo = torch.from_numpy(rng.integers(0, 256, (517, 389, 3), dtype=np.uint8)).permute(2, 0, 1)  # HWC memory
+    fast = FastImagePipeline(cfg)
+    for x in (every, photo):
+        ref = (x.numpy().astype(np.float64) * (1 / 255)).astype(np.float32)
+        mean, std = (np.array(v, dtype=np.float32)[:, None, None] for v in (cfg.image_mean, cfg.image_std))
+        ours = fast.normalize(x)
+        assert ours.is_contiguous() and ours.dtype == torch.float32
+        assert torch.equal(ours, torch.from_numpy((ref - mean) / std))
+
+
 def test_pil_input_and_no_hr(sp_tokenizer, image_files: dict[str, Path]) -> None:
     processor = MiniGeminiProcessor(sp_tokenizer, MiniGeminiConfig.tiny(use_hr=False))
     pil = Image.open(image_files["portrait"])
