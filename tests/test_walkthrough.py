@@ -128,7 +128,7 @@ def test_walkthrough_runs_as_documented(user_dir: Path, capsys: pytest.CaptureFi
     for run_dir, argv in (("runs/mine", train_full), ("runs/mine-lora", train_lora)):
         run(capsys, argv + fast_overrides())
         saved = json.loads((user_dir / run_dir / "run_info.json").read_text())["model_sources"]
-        assert saved["init_from"] == "models/base"
+        assert Path(saved["init_from"]).resolve() == (user_dir / "models/base").resolve()  # recorded absolute
     base = load_file(user_dir / "models/base/model.safetensors")
     tuned = load_file(user_dir / "runs/mine/model.safetensors")
     changed = {k.split(".")[0] for k in base if not torch.equal(base[k], tuned[k])}
