@@ -50,3 +50,22 @@ def image_file():
 @pytest.fixture()
 def turns():
     return conv
+
+
+@pytest.fixture(scope="session")
+def supervised_runs():
+    """`supervised_runs(ids, labels)`: the contiguous runs of supervised ids (each label must equal its id)."""
+    from minigemini.model.constants import IGNORE_INDEX
+
+    def runs_of(ids, labels):
+        runs, cur = [], []
+        for i, lab in zip(ids, labels):
+            if lab != IGNORE_INDEX:
+                assert lab == i
+                cur.append(i)
+            elif cur:
+                runs.append(cur)
+                cur = []
+        return runs + ([cur] if cur else [])
+
+    return runs_of

@@ -25,19 +25,6 @@ EOT = {"vicuna": "</s>", "llama3": "<|eot_id|>", "gemma": "<end_of_turn>\n<eos>"
 STOP = {"gemma": ["<end_of_turn>", "<eos>"], "mistral": ["</s>"]}
 
 
-def supervised_runs(ids, labels):
-    """Contiguous runs of supervised ids."""
-    runs, cur = [], []
-    for i, lab in zip(ids, labels):
-        if lab != IGNORE_INDEX:
-            assert lab == i
-            cur.append(i)
-        elif cur:
-            runs.append(cur)
-            cur = []
-    return runs + ([cur] if cur else [])
-
-
 @pytest.mark.skipif(not (MGM / "inputs.safetensors").exists(), reason="MGM fixture missing")
 def test_vicuna_v1_reproduces_mgm_preprocess_v1(tiny_processor):
     ref = load_file(str(MGM / "inputs.safetensors"))
@@ -57,7 +44,7 @@ def test_vicuna_v1_reproduces_mgm_preprocess_v1(tiny_processor):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_TEMPLATE))
-def test_multi_turn_supervises_exactly_the_answers(family, make_processor):
+def test_multi_turn_supervises_exactly_the_answers(family, make_processor, supervised_runs):
     proc = make_processor(family)
     tok = proc.tokenizer
     template = FAMILY_TEMPLATE[family]

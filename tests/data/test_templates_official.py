@@ -114,18 +114,11 @@ def test_rendering_equals_official(name, make_processor):
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
-def test_supervised_spans_equal_official_preprocess(name, make_processor):
+def test_supervised_spans_equal_official_preprocess(name, make_processor, supervised_runs):
     proc = make_processor(FAMILY[name])
     tok = proc.tokenizer
     ids, labels = tokenize_conversation(conversation(Q1, A1, Q2, A2), name, proc, sample_id="s")
-    runs, cur = [], []
-    for i, lab in zip(ids + [None], labels + [IGNORE_INDEX]):
-        if lab != IGNORE_INDEX:
-            assert lab == i
-            cur.append(i)
-        elif cur:
-            runs.append(cur)
-            cur = []
+    runs = supervised_runs(ids, labels)
     spm = FAMILY[name] in ("vicuna", "gemma", "mistral", "yi")  # tiny SentencePiece decoders drop a leading space
     want = [SUPERVISED[name].format(a) for a in (A1, A2)]
     assert [tok.decode(r, skip_special_tokens=False) for r in runs] == [w.lstrip(" ") if spm else w for w in want]

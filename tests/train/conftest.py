@@ -78,3 +78,20 @@ def copy_synthetic(tmp_path: Path, synthetic_dir: Path):
         shutil.copytree(synthetic_dir, dst)
         return dst
     return make
+
+
+@pytest.fixture(scope="session")
+def crash_at():
+    """`crash_at(step)`: a TrainerCallback that kills the run (KeyboardInterrupt) at the end of `step`,
+    after the checkpoint of the step before, as a killed process would stop."""
+    from transformers import TrainerCallback
+
+    class CrashAt(TrainerCallback):
+        def __init__(self, step: int) -> None:
+            self.step = step
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == self.step:
+                raise KeyboardInterrupt(f"simulated kill at step {self.step}")
+
+    return CrashAt

@@ -194,15 +194,6 @@ class PoisonProjector(TrainerCallback):
         self.weights[state.global_step] = model.projector.state_dict()["0.weight"].clone()
 
 
-class CrashAt(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt(f"simulated kill at step {self.step}")
-
-
 def test_nan_skip_leaves_optimizer_and_scheduler_untouched(overrides, tmp_path: Path, synthetic_dir: Path,
                                                            tiny_base: Path) -> None:
     poison = PoisonProjector(2)
@@ -218,12 +209,13 @@ def test_nan_skip_leaves_optimizer_and_scheduler_untouched(overrides, tmp_path: 
     assert trainer.lr_scheduler.last_epoch == 2, "the LR scheduler stepped in the skipped step"
 
 
-def test_nan_report_survives_resume(overrides, tmp_path: Path, synthetic_dir: Path, tiny_base: Path) -> None:
+def test_nan_report_survives_resume(overrides, tmp_path: Path, synthetic_dir: Path, tiny_base: Path,
+                                    crash_at) -> None:
     out = tmp_path / "run"
     extra = dict(training__max_steps=4, training__save_steps=2, training__nan_policy="skip",
                  training__resume_from_checkpoint="auto")
     with pytest.raises(KeyboardInterrupt):
-        run_training(_cfg(overrides, out, synthetic_dir, tiny_base, **extra), callbacks=[PoisonProjector(2), CrashAt(3)])
+        run_training(_cfg(overrides, out, synthetic_dir, tiny_base, **extra), callbacks=[PoisonProjector(2), crash_at(3)])
     assert [s["step"] for s in saving.load_fault_report(out / "checkpoint-2")["nonfinite_steps"]] == [2]
     result = run_training(_cfg(overrides, out, synthetic_dir, tiny_base, **extra))
     assert result.global_step == 4 and [s["step"] for s in result.skipped["nonfinite_steps"]] == [2]

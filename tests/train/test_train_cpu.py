@@ -64,20 +64,9 @@ def test_stage1_then_stage2_through_cli(overrides, tmp_path: Path, synthetic_dir
     assert cli_main(["train", str(TINY_PRETRAIN), "training.lr=1"]) == 2  # config error: exit 2, one line
 
 
-class CrashAt(TrainerCallback):
-    """Simulates the process being killed during step `step` (after the checkpoint of the step before)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt(f"simulated kill at step {self.step}")
-
-
 @pytest.mark.parametrize("stage", ["pretrain", "finetune", "finetune-bf16"])
 def test_resume_gives_identical_losses(overrides, tmp_path: Path, synthetic_dir: Path, tiny_base: Path,
-                                       stage1_dir: Path, stage: str) -> None:
+                                       stage1_dir: Path, stage: str, crash_at) -> None:
     if stage == "pretrain":  # 12 captions, 6 steps per epoch: resume mid-epoch, continue into epoch 2
         preset, data, total, k, extra = TINY_PRETRAIN, "captions.json", 7, 5, {}
     else:  # short (plain-template) samples keep it fast; the chat template is covered by the other tests
@@ -93,7 +82,7 @@ def test_resume_gives_identical_losses(overrides, tmp_path: Path, synthetic_dir:
 
     full = run_training(cfg(tmp_path / "full")).losses
     with pytest.raises(KeyboardInterrupt):
-        run_training(cfg(tmp_path / "killed"), callbacks=[CrashAt(k + 1)])
+        run_training(cfg(tmp_path / "killed"), callbacks=[crash_at(k + 1)])
     assert (tmp_path / "killed" / f"checkpoint-{k}").is_dir()
     resumed = run_training(cfg(tmp_path / "killed"))
     assert resumed.global_step == total
