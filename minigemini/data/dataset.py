@@ -12,6 +12,9 @@ a `SampleError` names the data file, record and reason instead.
 `"<image>\\n"` per image prepended to its first user turn; a single-image record's `<image>` is
 moved to the front of its turn (`move_image_to_front`, MGM's behaviour); the number of `<image>`
 placeholders must equal the number of images, else the sample is an error.
+
+With `decode_images=False` an item carries `"image_refs"` (the resolved paths or PIL images, checked to
+exist) instead of `images` / `images_aux`: `CachedFeatureDataset` reads their features from a cache.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ class LazySupervisedDataset(Dataset):
     def __init__(self, data: Any, processor: Any, template: str | Template | None = None,
                  image_folder: str | Path | None = None, max_length: int | None = None, on_error: str = "skip",
                  system_prompt: str | None = None, image_key: str = "image", move_image_to_front: bool = True,
-                 use_hr: bool | None = None, max_consecutive_failures: int = 100) -> None:
+                 use_hr: bool | None = None, max_consecutive_failures: int = 100, decode_images: bool = True) -> None:
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         many = isinstance(data, (list, tuple)) and data and not isinstance(data[0], dict)
@@ -89,6 +92,7 @@ class LazySupervisedDataset(Dataset):
         self.move_image_to_front = move_image_to_front
         self.use_hr = bool(getattr(config, "use_hr", False)) if use_hr is None else use_hr
         self.max_consecutive_failures = max_consecutive_failures
+        self.decode_images = decode_images  # False: items carry `image_refs` (see the module docstring)
         self._lengths: list[int] | None = None
         self._modality: list[int] | None = None
 
@@ -176,7 +180,9 @@ class LazySupervisedDataset(Dataset):
             raise RecordError("no supervised token (nothing to learn)", "empty_answer")
         item: dict[str, Any] = {"input_ids": torch.tensor(ids, dtype=torch.long),
                                 "labels": torch.tensor(labels, dtype=torch.long), "sample_id": sample_id}
-        if images:
+        if images and not self.decode_images:
+            item["image_refs"] = images
+        elif images:
             parts = [self._image(im) for im in images]
             item["images"] = torch.stack([p["images"] for p in parts])
             if self.use_hr:

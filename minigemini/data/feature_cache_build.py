@@ -2,11 +2,12 @@
 
 `minigemini prep cache-features --model MODEL_DIR --data DATA.json --image-folder DIR --out CACHE_DIR`,
 then train with `data.feature_cache=CACHE_DIR` (faster stage 1: no image decoding, no tower forward).
-Per image the cache holds the LR tokens and the HR tower's stage maps; `index.json` records hashes of
-the towers and of the image preprocessing, and a fingerprint of each image file. A matching cache is
-resumed (only new images are computed); one made with other towers, preprocessing or dtype is refused
-unless --overwrite. (This module is the writer and its CLI; the format, the fingerprints and the
-reader used by training are in `minigemini.data.feature_cache`.)
+Per image the cache holds the LR tokens and the HR tower's stage maps; `index.json` records the format
+version, hashes of the towers and of the image preprocessing, the library versions and a fingerprint of
+each image file. A matching cache is resumed (only new images are computed); one made with another format
+version, other towers, preprocessing, library versions or dtype is refused unless --overwrite. (This
+module is the writer and its CLI; the format, the fingerprints and the reader used by training are in
+`minigemini.data.feature_cache`.)
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .feature_cache import (FORMAT, INDEX, FeatureCacheError, file_fingerprint, image_key, preprocess_fingerprint,
-                            tower_fingerprint)
+from .feature_cache import (FORMAT, INDEX, FeatureCacheError, cache_identity, file_fingerprint, identity_changes,
+                            image_key)
 from .image_pipeline import preprocess_image
 
 HELP = "precompute frozen LR/HR tower features for a data set (faster stage-1 training)"
@@ -78,37 +79,26 @@ def _write_index(folder: Path, index: dict) -> None:
     tmp.replace(folder / INDEX)  # atomic: a crash leaves the previous complete index
 
 
-def build_feature_cache(model_dir: str | Path, data: Any, out: str | Path, image_folder: str | Path | None = None,
-                        dtype: str = "bf16", batch_size: int = 8, workers: int = 2, shard_size: int = 256,
-                        overwrite: bool = False, device: str | None = None, image_field: str = "image",
-                        progress: bool = True) -> dict[str, Any]:
-    """Cache LR/HR features of every distinct image of `data`; resumes a matching cache, refuses (or with
-    `overwrite` rebuilds) a stale one. Returns a summary: counts, failures (image, reason), bytes per image."""
-    from safetensors.torch import save_file
-    from tqdm import tqdm
-
-    from ..model.processing import MiniGeminiProcessor
-    from .records import RecordError, image_refs, open_records, resolve_image
-
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    _, lr_tower, hr_tower = load_towers(model_dir)
-    processor = MiniGeminiProcessor.from_pretrained(str(model_dir))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "tower_hash": tower_fingerprint(lr_tower, hr_tower),
-            "preprocess_hash": preprocess_fingerprint(processor), "dtype": dtype}
+def _open_index(out: Path, identity: dict[str, Any], overwrite: bool, model_dir: str | Path, data: Any) -> dict:
+    """The index to extend: the existing one when it matches `identity`, else (with `overwrite`) a new one."""
     index = json.loads((out / INDEX).read_text()) if (out / INDEX).exists() else None
-    if index is not None and any(index.get(k) != v for k, v in meta.items()):
+    changes = identity_changes(index, identity) if index is not None else []
+    if changes:
         if not overwrite:
-            raise FeatureCacheError(f"{out} holds a cache for other towers, preprocessing or dtype; pass --overwrite "
-                                    "to rebuild it, or choose another --out")
+            raise FeatureCacheError(f"{out} holds a stale feature cache: {'; '.join(changes)}; pass --overwrite to "
+                                    "rebuild it, or choose another --out")
         for name in index.get("shards", []):
             (out / name).unlink(missing_ok=True)
         index = None
-    index = index or {**meta, "model": str(model_dir), "data": str(data), "hr_shapes": None, "shards": [],
-                      "images": {}}
+    return index or {"format": FORMAT, **identity, "model": str(model_dir), "data": str(data), "hr_shapes": None,
+                     "shards": [], "images": {}}
+
+
+def _images_to_cache(data: Any, index: dict, image_folder: str | Path | None,
+                     image_field: str) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
+    """([(key, image)] of the distinct images of `data` not cached yet, [(record, reason)] of unreadable records)."""
+    from .records import RecordError, image_refs, open_records, resolve_image
+
     failures: list[tuple[str, str]] = []
     todo: dict[str, Any] = {}
     source = open_records(data)
@@ -121,49 +111,92 @@ def build_feature_cache(model_dir: str | Path, data: Any, out: str | Path, image
                     todo.setdefault(key, image)
         except RecordError as exc:
             failures.append((source.location(i), str(exc)))
-    items = list(todo.items())
+    return list(todo.items()), failures
+
+
+class _ShardWriter:
+    """Buffers per-image features and writes them as safetensors shards, updating the index after each."""
+
+    def __init__(self, out: Path, index: dict, shard_size: int) -> None:
+        self.out, self.index, self.shard_size = out, index, shard_size
+        self.buffer: list[tuple[str, str | None, torch.Tensor, torch.Tensor | None]] = []
+
+    def add(self, key: str, file_fp: str | None, lr: torch.Tensor, hr: torch.Tensor | None) -> None:
+        self.buffer.append((key, file_fp, lr.clone(), None if hr is None else hr.clone()))
+        if len(self.buffer) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        from safetensors.torch import save_file  # cached features are data, not weights: not save_weight_subset
+
+        shards = self.index["shards"]
+        name = f"shard-{len(shards):05d}.safetensors"
+        tensors = {"lr": torch.stack([b[2] for b in self.buffer]).contiguous()}
+        if self.buffer[0][3] is not None:
+            tensors["hr"] = torch.stack([b[3] for b in self.buffer]).contiguous()
+        save_file(tensors, str(self.out / name))
+        for row, (key, fp, _, _) in enumerate(self.buffer):
+            self.index["images"][key] = {"shard": len(shards), "row": row, "file": fp}
+        shards.append(name)
+        _write_index(self.out, self.index)
+        self.buffer.clear()
+
+
+def _tower_features(images: list[dict[str, torch.Tensor]], lr_tower: nn.Module, hr_tower: nn.Module | None,
+                    device: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None, list | None]:
+    """(LR features [n, (V,) N, C], HR stage maps flattened channels-last [n, sum H*W*C] or None, their
+    [H, W, C] shapes or None) of a batch of preprocessed images, on the CPU in `dtype`."""
+    lr_in = torch.stack([x["images"] for x in images]).to(device)
+    lr = lr_tower(lr_in.flatten(0, 1) if lr_in.dim() == 5 else lr_in)
+    lr = lr.reshape(*lr_in.shape[:-3], *lr.shape[1:]).to("cpu", dtype)
+    if hr_tower is None:
+        return lr, None, None
+    maps = hr_tower.stage_maps(torch.stack([x["images_aux"] for x in images]).to(device))
+    shapes = [[m.shape[2], m.shape[3], m.shape[1]] for m in maps]
+    hr = torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1) for m in maps], dim=1).to("cpu", dtype)
+    return lr, hr, shapes
+
+
+def build_feature_cache(model_dir: str | Path, data: Any, out: str | Path, image_folder: str | Path | None = None,
+                        dtype: str = "bf16", batch_size: int = 8, workers: int = 2, shard_size: int = 256,
+                        overwrite: bool = False, device: str | None = None, image_field: str = "image",
+                        progress: bool = True) -> dict[str, Any]:
+    """Cache LR/HR features of every distinct image of `data`; resumes a matching cache, refuses (or with
+    `overwrite` rebuilds) a stale one. Returns a summary: counts, failures (image, reason), bytes per image."""
+    from tqdm import tqdm
+
+    from ..model.processing import MiniGeminiProcessor
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _, lr_tower, hr_tower = load_towers(model_dir)
+    processor = MiniGeminiProcessor.from_pretrained(str(model_dir))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    identity = {**cache_identity(lr_tower, hr_tower, processor), "dtype": dtype}
+    index = _open_index(out, identity, overwrite, model_dir, data)
+    items, failures = _images_to_cache(data, index, image_folder, image_field)
     lr_tower.to(device)
     hr_tower = hr_tower.to(device) if hr_tower is not None else None
     loader = torch.utils.data.DataLoader(_ImageList(items, processor), batch_size=batch_size, num_workers=workers,
                                          collate_fn=list)
-    buffer: list[tuple[str, str | None, torch.Tensor, torch.Tensor | None]] = []
+    writer = _ShardWriter(out, index, shard_size)
     written = 0
-
-    def flush() -> None:
-        if not buffer:
-            return
-        name = f"shard-{len(index['shards']):05d}.safetensors"
-        tensors = {"lr": torch.stack([b[2] for b in buffer]).contiguous()}
-        if buffer[0][3] is not None:
-            tensors["hr"] = torch.stack([b[3] for b in buffer]).contiguous()
-        save_file(tensors, str(out / name))
-        for row, (key, fp, _, _) in enumerate(buffer):
-            index["images"][key] = {"shard": len(index["shards"]), "row": row, "file": fp}
-        index["shards"].append(name)
-        _write_index(out, index)
-        buffer.clear()
-
     with torch.inference_mode():
         for batch in tqdm(loader, desc="caching tower features", unit="batch", disable=not progress):
             good = [(i, x, fp) for i, x, fp in batch if not isinstance(x, str)]
             failures += [(str(items[i][0]), x) for i, x, _ in batch if isinstance(x, str)]
             if not good:
                 continue
-            images = torch.stack([x["images"] for _, x, _ in good]).to(device)
-            lr = lr_tower(images.flatten(0, 1) if images.dim() == 5 else images)
-            lr = lr.reshape(*images.shape[:-3], *lr.shape[1:]).to("cpu", DTYPES[dtype])
-            hr = None
-            if hr_tower is not None:
-                maps = hr_tower.stage_maps(torch.stack([x["images_aux"] for _, x, _ in good]).to(device))
-                index["hr_shapes"] = [[m.shape[2], m.shape[3], m.shape[1]] for m in maps]
-                hr = torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1) for m in maps], dim=1)
-                hr = hr.to("cpu", DTYPES[dtype])
+            lr, hr, shapes = _tower_features([x for _, x, _ in good], lr_tower, hr_tower, device, DTYPES[dtype])
+            index["hr_shapes"] = shapes or index["hr_shapes"]
             written += len(good)
             for row, (i, _, fp) in enumerate(good):
-                buffer.append((items[i][0], fp, lr[row].clone(), None if hr is None else hr[row].clone()))
-            if len(buffer) >= shard_size:
-                flush()
-    flush()
+                writer.add(items[i][0], fp, lr[row], None if hr is None else hr[row])
+    writer.flush()
     size = sum((out / n).stat().st_size for n in index["shards"])
     return {"cached": len(index["images"]), "new": written,
             "failures": failures, "bytes_per_image": size / max(len(index["images"]), 1), "folder": str(out)}

@@ -96,18 +96,19 @@ def test_reference_tells_the_backends_and_the_rounding_apart() -> None:
     assert (torch.from_numpy(rounded.transpose(2, 0, 1).copy()) - ref).abs().max().item() > 1e-2
 
 
-def test_feature_cache_built_with_the_torchvision_resize_is_stale(sp_tokenizer, monkeypatch) -> None:
-    """The cache's preprocessing hash covers the image-processing code: the module as it was before the PIL
-    backend (`CLIPImageProcessor`, torchvision) hashes differently, so such a cache is reported stale."""
-    import inspect
+def test_feature_cache_built_with_the_torchvision_resize_is_stale(tmp_path) -> None:
+    """Caches written before the PIL backend (`CLIPImageProcessor`, torchvision) have format version 1
+    ("minigemini-feature-cache/1"); the reader refuses them and says how to rebuild, and the Pillow version
+    (which decides these resized pixels) is part of what a cache must match."""
+    import json
+
+    import PIL
 
     from minigemini.data import feature_cache
-    from minigemini.model import image_processing
 
-    processor = MiniGeminiProcessor(sp_tokenizer, MiniGeminiConfig.tiny())
-    now = feature_cache.preprocess_fingerprint(processor)
-    source, real = inspect.getsource(image_processing), inspect.getsource
-    assert "CLIPImageProcessorPil(" in source
-    before = source.replace("CLIPImageProcessorPil", "CLIPImageProcessor")
-    monkeypatch.setattr(inspect, "getsource", lambda obj: before if obj is image_processing else real(obj))
-    assert feature_cache.preprocess_fingerprint(processor) != now
+    assert feature_cache.FORMAT_VERSION >= 2 and "Pillow" in feature_cache.LIBRARIES
+    assert feature_cache.library_versions()["Pillow"] == PIL.__version__
+    (tmp_path / "index.json").write_text(json.dumps({"format": "minigemini-feature-cache/1", "images": {}}))
+    with pytest.raises(feature_cache.FeatureCacheError, match=r"format version 1, this minigemini reads version "
+                       rf"{feature_cache.FORMAT_VERSION}; rebuild it .*--overwrite"):
+        feature_cache.FeatureCache(tmp_path)

@@ -165,3 +165,79 @@ def test_cached_loss_is_bit_identical_hd(sp_tokenizer, data: tuple[Path, Path], 
          if k != "skipped_samples"}
     with torch.no_grad():
         assert torch.equal(model(**a).loss, model(**b).loss)
+
+
+def _edit_index(cache: Path, **changes: object) -> None:
+    index = json.loads((cache / "index.json").read_text())
+    index.update(changes)
+    (cache / "index.json").write_text(json.dumps(index))
+
+
+def test_other_format_version_is_refused(tiny_model_dir: Path, data: tuple[Path, Path], cache: Path) -> None:
+    """A cache of another FORMAT_VERSION is refused by the reader and by the writer (unless --overwrite)."""
+    from minigemini.data.feature_cache import FORMAT_VERSION
+
+    index = json.loads((cache / "index.json").read_text())
+    assert index["format"] == "minigemini-feature-cache" and index["format_version"] == FORMAT_VERSION
+    _edit_index(cache, format_version=FORMAT_VERSION + 1)
+    with pytest.raises(FeatureCacheError) as err:
+        FeatureCache(cache)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"format version {FORMAT_VERSION + 1}, this minigemini reads version {FORMAT_VERSION}" in message
+    assert f"--out {cache} --overwrite" in message
+    with pytest.raises(FeatureCacheError, match=rf"format version is {FORMAT_VERSION + 1} \(now {FORMAT_VERSION}\); "
+                                                "pass --overwrite"):
+        build_feature_cache(tiny_model_dir, data[0], cache, image_folder=data[1], dtype="fp32", workers=0,
+                            progress=False)
+    summary = build_feature_cache(tiny_model_dir, data[0], cache, image_folder=data[1], dtype="fp32", workers=0,
+                                  overwrite=True, progress=False)
+    assert summary["new"] == 5 and FeatureCache(cache).index["format_version"] == FORMAT_VERSION
+
+
+def test_other_library_versions_are_refused(tiny_model_dir: Path, data: tuple[Path, Path], cache: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow / torch / torchvision decide pixels and features: a cache built under other versions is stale."""
+    from importlib.metadata import version
+
+    from minigemini.data import feature_cache
+
+    installed = {name: version(name) for name in ("Pillow", "torch", "torchvision")}
+    assert FeatureCache(cache).index["libraries"] == installed
+    model = _model(tiny_model_dir)
+    ds = LazySupervisedDataset(data[0], MiniGeminiProcessor.from_pretrained(tiny_model_dir), image_folder=data[1])
+    CachedFeatureDataset(ds, cache, model)  # same versions: accepted
+    _edit_index(cache, libraries={**installed, "Pillow": "9.0.0"})
+    with pytest.raises(FeatureCacheError) as err:
+        CachedFeatureDataset(ds, cache, model)
+    message = str(err.value)
+    assert "\n" not in message and "towers" not in message and "preprocessing" not in message
+    assert f"is stale: it was built with Pillow 9.0.0 (installed: {installed['Pillow']}); rebuild it with " \
+           f"`minigemini prep cache-features ... --out {cache} --overwrite` or train without it" in message
+    _edit_index(cache, libraries=installed)
+    monkeypatch.setattr(feature_cache, "library_versions", lambda: {**installed, "torchvision": "0.1.0"})
+    with pytest.raises(FeatureCacheError, match=rf"built with torchvision {installed['torchvision']} \(installed: "
+                                                r"0\.1\.0\)"):
+        CachedFeatureDataset(ds, cache, model)
+    with pytest.raises(FeatureCacheError, match=r"holds a stale feature cache: it was built with torchvision .*"
+                                                "pass --overwrite"):
+        build_feature_cache(tiny_model_dir, data[0], cache, image_folder=data[1], dtype="fp32", workers=0,
+                            progress=False)
+
+
+def test_items_are_typed_records(tiny_model_dir: Path, data: tuple[Path, Path], cache: Path) -> None:
+    """`CachedFeatureDataset` items hold exactly the CachedSample keys; the caller's dataset still decodes."""
+    from typing import get_type_hints
+
+    from minigemini.data.feature_cache import CachedSample
+
+    processor = MiniGeminiProcessor.from_pretrained(tiny_model_dir)
+    ds = LazySupervisedDataset(data[0], processor, image_folder=data[1], on_error="raise")
+    cds = CachedFeatureDataset(ds, cache, _model(tiny_model_dir))
+    keys = set(get_type_hints(CachedSample))
+    assert keys == {"input_ids", "labels", "sample_id", "lr_features", "hr_features", "skipped"}
+    item, text = cds[0], cds[7]
+    assert set(item) == {"input_ids", "labels", "sample_id", "lr_features", "hr_features"}
+    assert set(text) == {"input_ids", "labels", "sample_id"} and text["sample_id"] == "text"
+    assert torch.equal(item["input_ids"], ds[0]["input_ids"]) and "images" in ds[0]  # ds itself unchanged
+    assert [m.shape[0] for m in item["hr_features"]] == [1, 1, 1, 1] and item["lr_features"].shape[0] == 1
