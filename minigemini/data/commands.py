@@ -12,6 +12,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
+from typing import Sequence
 
 EXTRA_PREP_COMMANDS = {  # name -> (module, help)
     "cache-features": ("minigemini.data.feature_cache_build",
@@ -37,11 +38,14 @@ class LazyModuleParser(argparse.ArgumentParser):
             module.add_arguments(self)
             self.set_defaults(func=module.run)
 
-    def parse_known_args(self, args: list[str] | None = None, namespace: argparse.Namespace | None = None):  # type: ignore[override]
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        """Import the subcommand's module (its options) first, then parse as argparse does."""
         self._load()
         return super().parse_known_args(args, namespace)
 
     def format_help(self) -> str:
+        """The help text, with the subcommand's options (imported on first use)."""
         self._load()
         return super().format_help()
 

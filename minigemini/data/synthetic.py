@@ -312,22 +312,6 @@ def generate_synthetic_dataset(
     return paths
 
 
-def load_records(path: str | Path) -> list[dict]:
-    """Load a LLaVA-format JSON list written by :func:`generate_synthetic_dataset`."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def all_texts(records: Iterable[dict], *, keep_image_token: bool = False) -> list[str]:
-    """Every conversation turn's text (``<image>`` placeholder stripped unless asked), for tokenizer training."""
-    texts = []
-    for r in records:
-        for turn in r["conversations"]:
-            v = turn["value"] if keep_image_token else turn["value"].replace("<image>", "").strip()
-            if v:
-                texts.append(v)
-    return texts
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``minigemini prep synthetic`` options to ``parser``."""
     parser.add_argument("out_dir", help="output directory (images/, train.json, test.json, captions.json, meta.json)")

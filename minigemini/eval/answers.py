@@ -96,20 +96,3 @@ def append_answer(path: str | Path, question_id: Any, text: str, **extra: Any) -
     rec = {"question_id": question_id, "text": text, **extra}
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-
-def write_answers(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Write a whole answers file (each record needs `question_id` and `text`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for rec in records:
-            if "question_id" not in rec or "text" not in rec:
-                raise ValueError(f"answer record lacks question_id/text: {rec!r}")
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-
-def answered_ids(path: str | Path) -> set[str]:
-    """String ids already answered in `path` (empty if the file does not exist); for resuming."""
-    path = Path(path)
-    return set(read_answers(path).answers) if path.is_file() else set()

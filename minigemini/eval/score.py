@@ -95,6 +95,56 @@ def check_ids_match(bench: Benchmark, predictions: str | Path, answer_set: Answe
             f"other accepted formats: {'; '.join(bench.ANSWER_FORMATS) or 'none'}")
 
 
+def _warn_about_answers(bench: Benchmark, scope: ScoringScope, match: AnswerMatch, answer_set: AnswerSet,
+                        missing_scored: list[Any], note: str) -> None:
+    """Log what the score does not show: unanswered, unknown and conflicting ids; a partial scope."""
+    if missing_scored:
+        logger.warning("%s: %d of %d scored questions have no answer; they are scored as wrong",
+                       bench.name, len(missing_scored), len(scope.ids))
+    if not scope.is_everything:
+        logger.info("%s: %s", bench.name, note)
+    if match.unknown_ids:
+        logger.warning("%s: %d answers have ids that are not in the benchmark (ignored)",
+                       bench.name, len(match.unknown_ids))
+    if answer_set.conflicting_duplicate_ids:
+        logger.warning("%s: %d ids answered several times with different texts (last kept)",
+                       bench.name, len(answer_set.conflicting_duplicate_ids))
+
+
+def _score_meta(bench: Benchmark, predictions: str | Path, answer_set: AnswerSet, match: AnswerMatch,
+                scope: ScoringScope, options: dict[str, Any], subset: str, limit: int | None,
+                missing_scored: list[Any], answered_out: int, note: str) -> dict[str, Any]:
+    """The `meta` entry of the results: where the answers came from, the scope and every id count."""
+    meta = {
+        "benchmark": bench.name, "data_dir": str(bench.data_dir),
+        "predictions": str(Path(predictions).resolve()), "answers_format": answer_set.format,
+        "options": {k: v for k, v in options.items() if k != "judge"},
+        "judge": type(options["judge"]).__name__ if options.get("judge") is not None else None,
+        "subset": subset, "limit": limit, "num_scored": len(scope.ids), "num_total": scope.num_total,
+        "num_questions": scope.num_total, "num_answered": len(match.answers),
+        "num_missing": len(match.missing_ids), "missing_ids": match.missing_ids,
+        "num_missing_scored_as_wrong": len(missing_scored), "num_answered_not_scored": answered_out,
+        "num_unknown_ids": len(match.unknown_ids), "unknown_ids": match.unknown_ids,
+        "num_duplicate_ids": len(match.duplicate_ids), "duplicate_ids": match.duplicate_ids,
+        "conflicting_duplicate_ids": answer_set.conflicting_duplicate_ids,
+    }
+    if scope.grouped:
+        meta["num_incomplete_groups_dropped"] = len(scope.dropped_groups)
+    if not scope.is_everything:
+        meta["note"] = note + "; not comparable with a full-benchmark score"
+    return meta
+
+
+def _write_outputs(bench: Benchmark, results: dict[str, Any], match: AnswerMatch, out_dir: str | Path) -> None:
+    """Write the benchmark's submission files and the results (JSON + Markdown); list them in `meta`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    extra = bench.write_submission(match.answers, out)
+    results["meta"]["submission_files"] = [str(p) for p in extra]
+    json_path, md_path = write_results(results, out, title=bench.name)
+    results["meta"]["results_files"] = [str(json_path), str(md_path)]
+
+
 def score_predictions(benchmark: str, data_dir: str | Path, predictions: str | Path,
                       out_dir: str | Path | None = None, subset: str = "all", limit: int | None = None,
                       **options: Any) -> dict[str, Any]:
@@ -114,47 +164,16 @@ def score_predictions(benchmark: str, data_dir: str | Path, predictions: str | P
     scored = set(scope.ids)
     missing_scored = [q for q in match.missing_ids if q in scored]
     answered_out = sum(q not in scored for q in match.answers)
-    if missing_scored:
-        logger.warning("%s: %d of %d scored questions have no answer; they are scored as wrong",
-                       bench.name, len(missing_scored), len(scope.ids))
-    if not scope.is_everything:
-        logger.info("%s: %s", bench.name, _scope_note(scope, subset, limit, answered_out))
-    if match.unknown_ids:
-        logger.warning("%s: %d answers have ids that are not in the benchmark (ignored)",
-                       bench.name, len(match.unknown_ids))
-    if answer_set.conflicting_duplicate_ids:
-        logger.warning("%s: %d ids answered several times with different texts (last kept)",
-                       bench.name, len(answer_set.conflicting_duplicate_ids))
+    note = _scope_note(scope, subset, limit, answered_out)
+    _warn_about_answers(bench, scope, match, answer_set, missing_scored, note)
     if not scope.ids:
-        results: dict[str, Any] = {"status": f"nothing to score: {_scope_note(scope, subset, limit, answered_out)}; "
-                                             "answer more questions (a larger --limit)"}
+        results: dict[str, Any] = {"status": f"nothing to score: {note}; answer more questions (a larger --limit)"}
     else:
         results = dict(bench.score(match.answers, scope=None if scope.is_everything else scored))
-    results["meta"] = {
-        "benchmark": bench.name, "data_dir": str(bench.data_dir),
-        "predictions": str(Path(predictions).resolve()), "answers_format": answer_set.format,
-        "options": {k: v for k, v in options.items() if k != "judge"},
-        "judge": type(options["judge"]).__name__ if options.get("judge") is not None else None,
-        "subset": subset, "limit": limit, "num_scored": len(scope.ids), "num_total": scope.num_total,
-        "num_questions": scope.num_total, "num_answered": len(match.answers),
-        "num_missing": len(match.missing_ids), "missing_ids": match.missing_ids,
-        "num_missing_scored_as_wrong": len(missing_scored), "num_answered_not_scored": answered_out,
-        "num_unknown_ids": len(match.unknown_ids), "unknown_ids": match.unknown_ids,
-        "num_duplicate_ids": len(match.duplicate_ids), "duplicate_ids": match.duplicate_ids,
-        "conflicting_duplicate_ids": answer_set.conflicting_duplicate_ids,
-    }
-    if scope.grouped:
-        results["meta"]["num_incomplete_groups_dropped"] = len(scope.dropped_groups)
-    if not scope.is_everything:
-        results["meta"]["note"] = (_scope_note(scope, subset, limit, answered_out)
-                                   + "; not comparable with a full-benchmark score")
+    results["meta"] = _score_meta(bench, predictions, answer_set, match, scope, options, subset, limit,
+                                  missing_scored, answered_out, note)
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        extra = bench.write_submission(match.answers, out)
-        results["meta"]["submission_files"] = [str(p) for p in extra]
-        json_path, md_path = write_results(results, out, title=bench.name)
-        results["meta"]["results_files"] = [str(json_path), str(md_path)]
+        _write_outputs(bench, results, match, out_dir)
     return results
 
 

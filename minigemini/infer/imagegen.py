@@ -43,11 +43,6 @@ def has_unclosed_marker(text: str, markers: Sequence[str] = DEFAULT_MARKERS) -> 
     return open_m in tail
 
 
-def strip_image_markup(text: str, markers: Sequence[str] = DEFAULT_MARKERS) -> str:
-    """The answer with the markers removed (their content kept), for display."""
-    return text.replace(markers[0], "").replace(markers[1], "")
-
-
 def load_diffusion_pipeline(name_or_path: str | Path = DEFAULT_DIFFUSION_MODEL, device: str | None = None,
                             dtype: str | None = None) -> Any:
     """A text-to-image `diffusers` pipeline (safetensors only) from a local folder or a hub id."""

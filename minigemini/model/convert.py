@@ -3,7 +3,8 @@
 MGM stores one flat state dict: the LLM under `model.*` / `lm_head.*`, the CLIP tower under
 `model.vision_tower.vision_tower.vision_model.*`, the ConvNeXt under `model.vision_tower_aux.
 vision_{stem,stages}.*`, mining under `model.vlm_uni_{query,aux,val}_projector.*` and the projector
-under `model.mm_projector.*`. Its inputs carry one `-200` per image; ours carry N image-token ids.
+under `model.mm_projector.*`. Its inputs carry one `-200` per image; ours carry N image-token ids (the tests expand MGM's inputs to ours,
+`tests/model/mgm_inputs.py`).
 Numerical equivalence is checked against tensors produced by the official code (tests).
 
 The LLM weights are loaded through transformers' own `from_pretrained(state_dict=...)`, so the
@@ -18,15 +19,17 @@ import copy
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
 
 from .configuration import DEFAULT_HR_TOWER, DEFAULT_LR_TOWER, MiniGeminiConfig
-from .constants import IGNORE_INDEX
 
-MGM_IMAGE_TOKEN_INDEX = -200
+if TYPE_CHECKING:
+    from .modeling import MiniGeminiForCausalLM
+
+MGM_IMAGE_TOKEN_INDEX = -200  # MGM's one placeholder id per image in input_ids (ours: N image-token ids)
 
 # (MGM prefix, our prefix); the first match wins, so specific prefixes come first.
 KEY_MAP: list[tuple[str, str]] = [
@@ -138,7 +141,7 @@ def load_mgm_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
 
 
 def convert_mgm_checkpoint(folder: str | Path, image_token_id: int | None = None, dtype: torch.dtype | None = None,
-                           template: str | None = None):
+                           template: str | None = None) -> "MiniGeminiForCausalLM":
     """Load an MGM checkpoint folder as a `MiniGeminiForCausalLM` (weights checked: strict load).
 
     The LLM goes through transformers' `from_pretrained` (its legacy-checkpoint conversions apply);
@@ -175,32 +178,3 @@ def _is_ignorable_missing(key: str, model: torch.nn.Module) -> bool:
     # Tied LM heads are stored once; CLIP layers past select_layer never run but are kept if present.
     tied = key == "language_model.lm_head.weight" and model.config.text_config.tie_word_embeddings
     return tied or bool(re.search(r"position_ids$", key))
-
-
-def expand_mgm_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None,
-                      image_token_id: int, tokens_per_image: int, pad_token_id: int = 0):
-    """MGM inputs (one -200 per image, right padded) -> ours (N image-token ids per image, right padded)."""
-    rows_ids, rows_labels = [], []
-    for b in range(input_ids.shape[0]):
-        valid = attention_mask[b].bool()
-        ids = input_ids[b][valid]
-        lab = labels[b][valid] if labels is not None else torch.full_like(ids, IGNORE_INDEX)
-        pieces_ids, pieces_lab = [], []
-        for tok, lb in zip(ids.tolist(), lab.tolist()):
-            if tok == MGM_IMAGE_TOKEN_INDEX:
-                pieces_ids += [image_token_id] * tokens_per_image
-                pieces_lab += [IGNORE_INDEX] * tokens_per_image
-            else:
-                pieces_ids.append(tok)
-                pieces_lab.append(lb)
-        rows_ids.append(pieces_ids)
-        rows_labels.append(pieces_lab)
-    width = max(len(r) for r in rows_ids)
-    out_ids = torch.full((len(rows_ids), width), pad_token_id, dtype=torch.long)
-    out_lab = torch.full((len(rows_ids), width), IGNORE_INDEX, dtype=torch.long)
-    out_mask = torch.zeros((len(rows_ids), width), dtype=torch.long)
-    for b, (ids, lab) in enumerate(zip(rows_ids, rows_labels)):
-        out_ids[b, : len(ids)] = torch.tensor(ids)
-        out_lab[b, : len(lab)] = torch.tensor(lab)
-        out_mask[b, : len(ids)] = 1
-    return out_ids, out_mask, (out_lab if labels is not None else None)

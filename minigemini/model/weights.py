@@ -1,8 +1,9 @@
 """The one writer of weight subsets (a safetensors file holding some of a model's tensors).
 
 Connector files (`mm_projector.safetensors`), checkpoint weights (the trained parameters only) and
-LoRA's non-LoRA trainables all go through `save_weight_subset`, so every such file is written the same
-way (CPU, contiguous, `format: pt` metadata) and an empty selection is an error, never an empty file.
+LoRA adapters (LoRA weights + the non-LoRA trainables) all go through `save_weight_subset`, so every
+such file is written the same way (CPU, contiguous, `format: pt` metadata) and an empty selection is an
+error, never an empty file.
 """
 
 from __future__ import annotations

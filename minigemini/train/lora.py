@@ -107,7 +107,8 @@ def save_lora_export(model: nn.Module, folder: str | Path, state_dict: dict[str,
     import copy
 
     from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
+
+    from ..model.weights import save_weight_subset
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -125,8 +126,7 @@ def save_lora_export(model: nn.Module, folder: str | Path, state_dict: dict[str,
     config.base_model_name_or_path = getattr(model, "lora_base_model", None) or lora_base_path_of(peft_llm)
     config.inference_mode = True
     config.save_pretrained(str(folder))
-    save_file({k: v.detach().cpu().contiguous() for k, v in out.items()}, str(folder / "adapter_model.safetensors"),
-              metadata={"format": "pt"})
+    save_weight_subset(out, folder / "adapter_model.safetensors")
 
 
 def lora_base_path_of(peft_llm: nn.Module) -> str:

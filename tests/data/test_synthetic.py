@@ -17,6 +17,19 @@ from PIL import Image
 
 from minigemini.data import synthetic as syn
 
+
+def load_records(path: Path) -> list[dict]:
+    """A LLaVA-format JSON list written by `generate_synthetic_dataset`."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def all_texts(records: list[dict], *, keep_image_token: bool = False) -> list[str]:
+    """Every conversation turn's text (`<image>` stripped unless asked)."""
+    texts = [t["value"] if keep_image_token else t["value"].replace("<image>", "").strip()
+             for r in records for t in r["conversations"]]
+    return [t for t in texts if t]
+
+
 N_TRAIN, N_TEST = 24, 120
 
 
@@ -137,7 +150,7 @@ def test_detail_answers_only_recoverable_from_hr() -> None:
 
 def test_written_pngs_dots_outside_lr_footprint(dataset: syn.SyntheticPaths) -> None:
     """On the real PNGs: every dot pixel lies outside everything the LR image shows."""
-    recs = [r for r in syn.load_records(dataset.test) if r["task"] == "detail_count"]
+    recs = [r for r in load_records(dataset.test) if r["task"] == "detail_count"]
     for rec in recs[:40]:
         img = np.asarray(Image.open(dataset.root / rec["image"]).convert("RGB")).astype(np.float64)
         lr = _to_lr(img, 4)
@@ -168,7 +181,7 @@ def test_same_seed_byte_identical_and_different_seed_differs(dataset: syn.Synthe
 
 
 def test_record_schema(dataset: syn.SyntheticPaths) -> None:
-    train, test = syn.load_records(dataset.train), syn.load_records(dataset.test)
+    train, test = load_records(dataset.train), load_records(dataset.test)
     assert len(train) == 4 * N_TRAIN and len(test) == 4 * N_TEST
     ids = [r["id"] for r in train + test]
     assert len(set(ids)) == len(ids)
@@ -186,10 +199,10 @@ def test_record_schema(dataset: syn.SyntheticPaths) -> None:
 
 
 def test_captions_mention_shape_and_detail(dataset: syn.SyntheticPaths) -> None:
-    caps = syn.load_records(dataset.captions)
+    caps = load_records(dataset.captions)
     assert len(caps) == N_TRAIN
     answers: dict[str, dict[str, str]] = {}
-    for r in syn.load_records(dataset.train):
+    for r in load_records(dataset.train):
         answers.setdefault(r["image"], {})[r["task"]] = r["conversations"][1]["value"]
     for c in caps:
         assert c["conversations"][0] == {"from": "human", "value": "<image>"}
@@ -203,7 +216,7 @@ def test_counts_balance_and_meta(dataset: syn.SyntheticPaths) -> None:
     assert meta["seed"] == 0 and meta["image_size"] == 256 and meta["lr_size"] == 64
     assert meta["lr_sampled_offsets"] == [1, 2] and meta["dot_pixels"] == 32
     for split in ("train", "test"):
-        recs = syn.load_records(getattr(dataset, split))
+        recs = load_records(getattr(dataset, split))
         qt = meta["counts"][split]["question_type"]
         assert qt["detail"] == qt["control"] == len(recs) // 2
         for task, hist in meta["counts"][split]["answers"].items():
@@ -214,11 +227,11 @@ def test_counts_balance_and_meta(dataset: syn.SyntheticPaths) -> None:
 
 
 def test_all_texts_covers_vocabulary(dataset: syn.SyntheticPaths) -> None:
-    recs = syn.load_records(dataset.train) + syn.load_records(dataset.captions)
-    texts = syn.all_texts(recs)
+    recs = load_records(dataset.train) + load_records(dataset.captions)
+    texts = all_texts(recs)
     assert texts and not any("<image>" in t for t in texts)
     assert set(syn.answer_vocabulary()) <= set(texts)
-    assert sum("<image>" in t for t in syn.all_texts(recs, keep_image_token=True)) == len(recs)
+    assert sum("<image>" in t for t in all_texts(recs, keep_image_token=True)) == len(recs)
 
 
 def test_cli_entry_point(tmp_path: Path, capsys) -> None:

@@ -15,6 +15,12 @@ def write_json(path: Path, obj: Any) -> Path:
     return path
 
 
+def write_answers(path: Path, records: list[dict[str, Any]]) -> Path:
+    """A whole answers file, as `minigemini eval` writes it line by line (each record has question_id, text)."""
+    assert all("question_id" in r and "text" in r for r in records)
+    return write_jsonl(path, records)
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from minigemini.eval.answers import write_answers
 from minigemini.eval.benchmarks import get_benchmark
 from minigemini.eval.benchmarks.mmbench import MMBench
 from minigemini.eval.benchmarks.mme import MME
@@ -17,7 +16,7 @@ from minigemini.eval.judge import CallableJudge
 from minigemini.eval.runner import PREDICTIONS_FILE, evaluate
 from minigemini.eval.score import score_predictions
 
-from .conftest import GQA_QUESTIONS
+from .conftest import GQA_QUESTIONS, write_answers
 from .test_mathvista import ANSWERS as MATHVISTA_ANSWERS
 from .test_mathvista import mv_dir  # noqa: F401  (fixture)
 from .test_mmbench import row

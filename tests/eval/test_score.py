@@ -4,11 +4,12 @@ import json
 
 import pytest
 
-from minigemini.eval.answers import (answered_ids, append_answer, match_answers, read_answers,
-                                     write_answers)
+from minigemini.eval.answers import append_answer, match_answers, read_answers
 from minigemini.eval.benchmarks import BENCHMARKS, BenchmarkDataError, get_benchmark
 from minigemini.eval.results import flatten_metrics, results_table
 from minigemini.eval.score import main, parse_options, score_predictions
+
+from .conftest import write_answers
 
 
 def write_answers_file(path):
@@ -64,10 +65,10 @@ def test_int_and_str_ids_match(tmp_path):
 
 def test_answers_file_helpers(tmp_path):
     path = tmp_path / "sub" / "answers.jsonl"
-    assert answered_ids(path) == set()
+    assert not path.exists()
     append_answer(path, 5, "five", prompt="p")
     append_answer(path, "6", "six")
-    assert answered_ids(path) == {"5", "6"}
+    assert set(read_answers(path).answers) == {"5", "6"}
     assert read_answers(path).records["5"]["prompt"] == "p"
     # a crash mid-write leaves a truncated last line: ignored with a warning
     with open(path, "a") as f:

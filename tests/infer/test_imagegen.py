@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from minigemini.infer.imagegen import (ImageGenerator, add_generation_request, extract_image_prompts,
-                                       has_unclosed_marker, images_for_answer, strip_image_markup)
+                                       has_unclosed_marker, images_for_answer)
 
 needs_diffusers = pytest.mark.skipif(importlib.util.find_spec("diffusers") is None,
                                      reason="diffusers (optional extra 'gen': pip install 'minigemini[gen]') "
@@ -29,7 +29,6 @@ def test_extract_image_prompts():
     assert extract_image_prompts("[img]a cat[/img]", markers=("[img]", "[/img]")) == ["a cat"]
     assert extract_image_prompts("<h>cut short by max_new_tokens") == []
     assert has_unclosed_marker("<h>cut short") and not has_unclosed_marker("<h>done</h>")
-    assert strip_image_markup("x <h>a dog</h>") == "x a dog"
     with pytest.raises(ValueError, match="markers"):
         extract_image_prompts("x", markers=("<h>", ""))
 

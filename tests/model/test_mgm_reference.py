@@ -14,7 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minigemini.model.convert import convert_mgm_checkpoint, expand_mgm_inputs
+from minigemini.model.convert import convert_mgm_checkpoint
+
+from .mgm_inputs import expand_mgm_inputs
 
 ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "mgm_reference"
 TOL = 1e-4

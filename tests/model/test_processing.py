@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,10 +11,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from minigemini import MiniGeminiConfig, MiniGeminiProcessor
-from minigemini.model.convert import convert_mgm_config, expand_mgm_inputs
+from minigemini.model.convert import convert_mgm_config
 from minigemini.model.processing import load_image
 
-from pathlib import Path
+from .mgm_inputs import expand_mgm_inputs
 
 MGM_TINY_A = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "mgm_reference" / "tiny_a"
 

@@ -246,10 +246,11 @@ class MathVista(Benchmark):
         query = self._query(p)
         if judge is not None and not isinstance(judge, AnswerExtractor):
             return judge_score(judge, query, str(p["answer"]), response) >= 0.5
-        extraction = quick_extract(response, p)
-        if extraction is None:
-            extraction = (judge.extract(query, response) if judge is not None  # upstream GPT-4
-                          else rule_fallback(response, p))
+        if judge is None:
+            extraction = rule_extract(response, p)
+        else:
+            quick = quick_extract(response, p)
+            extraction = quick if quick is not None else judge.extract(query, response)  # upstream GPT-4
         return normalize_extracted_answer(extraction, p) == str(p["answer"])
 
     def score(self, answers: dict[QuestionId, str], scope: Scope = None) -> Metrics:
