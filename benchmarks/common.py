@@ -16,8 +16,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from minigemini import MiniGeminiConfig, MiniGeminiForCausalLM
-
-IGNORE_INDEX = -100
+from minigemini.model.constants import IGNORE_INDEX
 
 # The "small-but-real" benchmark model of issue 6.
 BENCH_TEXT = dict(model_type="llama", vocab_size=32000, hidden_size=512, intermediate_size=1408, num_hidden_layers=8,
