@@ -213,7 +213,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="image decoding processes")
     parser.add_argument("--shard-size", type=int, default=256, help="images per safetensors shard")
     parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
-    parser.add_argument("--overwrite", action="store_true", help="rebuild a cache made for other towers/preprocessing")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="rebuild a stale cache (other format version, towers, preprocessing, library versions "
+                             "or dtype)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

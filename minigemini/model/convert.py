@@ -3,8 +3,8 @@
 MGM stores one flat state dict: the LLM under `model.*` / `lm_head.*`, the CLIP tower under
 `model.vision_tower.vision_tower.vision_model.*`, the ConvNeXt under `model.vision_tower_aux.
 vision_{stem,stages}.*`, mining under `model.vlm_uni_{query,aux,val}_projector.*` and the projector
-under `model.mm_projector.*`. Its inputs carry one `-200` per image; ours carry N image-token ids (the tests expand MGM's inputs to ours,
-`tests/model/mgm_inputs.py`).
+under `model.mm_projector.*`. Its inputs carry one `-200` per image; ours carry N image-token ids (the
+tests expand MGM's inputs to ours: `tests/model/mgm_inputs.py`).
 Numerical equivalence is checked against tensors produced by the official code (tests).
 
 The LLM weights are loaded through transformers' own `from_pretrained(state_dict=...)`, so the
