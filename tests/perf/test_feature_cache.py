@@ -241,3 +241,17 @@ def test_items_are_typed_records(tiny_model_dir: Path, data: tuple[Path, Path], 
     assert set(text) == {"input_ids", "labels", "sample_id"} and text["sample_id"] == "text"
     assert torch.equal(item["input_ids"], ds[0]["input_ids"]) and "images" in ds[0]  # ds itself unchanged
     assert [m.shape[0] for m in item["hr_features"]] == [1, 1, 1, 1] and item["lr_features"].shape[0] == 1
+
+
+def test_skipped_samples_are_reported(tiny_model_dir: Path, data: tuple[Path, Path], cache: Path) -> None:
+    """A sample whose record fails (its image file is gone) is replaced by the next one and reported in
+    `skipped`, as without the cache; the replacement's features come from the cache."""
+    processor = MiniGeminiProcessor.from_pretrained(tiny_model_dir)
+    ds = LazySupervisedDataset(data[0], processor, image_folder=data[1])  # on_error="skip"
+    cds = CachedFeatureDataset(ds, cache, _model(tiny_model_dir))
+    expected = cds[2]["lr_features"]
+    (data[1] / "img1.png").unlink()
+    item = cds[1]
+    assert item["sample_id"] == "s2" and torch.equal(item["lr_features"], expected)
+    assert [(s["sample_id"], s["index"]) for s in item["skipped"]] == [("s1", 1)]
+    assert "image file not found" in item["skipped"][0]["reason"]
