@@ -14,7 +14,7 @@ TINY_PRETRAIN = REPO / "configs" / "tiny" / "pretrain.yaml"
 def tiny_overrides(out: Path, data: Path, base: Path, **extra: object) -> list[str]:
     """Overrides that point a configs/tiny/*.yaml preset at test folders (fast: no tensorboard, fp32);
     `training__max_steps=3` stands for `training.max_steps=3`."""
-    items = {"training.output_dir": str(out), "data.train": f"[{data}]", "model.tiny_dir": str(base),
+    items = {"training.output_dir": str(out), "data.train": f"[{data}]", "model.tiny.dir": str(base),
              "training.report_to": "[]", "training.precision": "fp32", "training.logging_steps": 1,
              "training.per_device_train_batch_size": 2}
     items.update({k.replace("__", "."): v for k, v in extra.items()})
