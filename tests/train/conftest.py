@@ -51,7 +51,7 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory, synthetic_dir: Path) -> Path:
     """The tiny preset's base (LLM + tokenizer + towers) written once per session."""
-    from minigemini.model.builder import ensure_tiny_base
+    from minigemini.train.tiny_base import ensure_tiny_base
 
     folder = tmp_path_factory.mktemp("tiny") / "base"
     return ensure_tiny_base(folder, [synthetic_dir / "captions.json", synthetic_dir / "train.json"])

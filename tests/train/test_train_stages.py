@@ -9,15 +9,16 @@ import pytest
 import torch
 
 from minigemini.config import load_config
-from minigemini.model.builder import (CONNECTOR_FILE, build_model_and_processor, load_connector, save_connector,
-                                      train_tiny_tokenizer)
+from minigemini.data.tokenizer import base_tokenizer
+from minigemini.model.builder import CONNECTOR_FILE, build_model_and_processor, load_connector, save_connector
+from minigemini.train.tiny_base import resolve_tiny
 from minigemini.train.stages import apply_stage, format_report, trainable_parts
 
 
 def _tiny(base: Path, **over: str):
     extra = [f"model.{k}={v}" for k, v in over.items()]
-    cfg = load_config(None, ["model.preset=tiny", f"model.tiny_dir={base}", *extra])
-    return build_model_and_processor(cfg.model)
+    cfg = load_config(None, [f"model.tiny.dir={base}", *extra])
+    return build_model_and_processor(resolve_tiny(cfg.model))
 
 
 def test_stage_table(tiny_base: Path) -> None:
@@ -74,7 +75,7 @@ def test_connector_roundtrip_and_errors(tmp_path: Path, tiny_base: Path) -> None
 
 
 def test_tiny_tokenizer_roundtrip() -> None:
-    tok = train_tiny_tokenizer(["What color are the tiny dots?", "A big red circle."], vocab_size=300)
+    tok = base_tokenizer(["What color are the tiny dots?", "A big red circle."], vocab_size=300)
     text = "USER: What color? ASSISTANT: red</s>"
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == text and ids[-1] == tok.eos_token_id
