@@ -81,6 +81,24 @@ def test_valid_configs_pass(tmp_path: Path, synthetic_dir: Path) -> None:
     check_run_config(load_config(TINY_PRETRAIN, [data, "data.packing=true", "model.attn_implementation=eager"]))
 
 
+def test_typed_arguments_are_the_ones_extra_args_may_not_set(synthetic_dir: Path) -> None:
+    """`rules.TYPED_ARGUMENTS` names every TrainingArguments field the typed options set in train/run.py."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from minigemini.rules import TYPED_ARGUMENTS
+    from minigemini.train.run import FIXED_ARGUMENTS, typed_arguments
+
+    typed = set(typed_arguments(load_config(TINY_PRETRAIN, [f"data.train=[{synthetic_dir / 'captions.json'}]"])))
+    assert set(TYPED_ARGUMENTS) == typed | {"resume_from_checkpoint"}  # that one goes to trainer.train()
+    assert not typed & set(FIXED_ARGUMENTS)
+    assert set(TYPED_ARGUMENTS) <= {f.name for f in dataclasses.fields(TrainingArguments)}
+    ok = load_config(TINY_PRETRAIN, [f"data.train=[{synthetic_dir / 'captions.json'}]",
+                                      "training.extra_args={torch_compile: true, disable_tqdm: true}"])
+    check_run_config(ok)
+
+
 def test_template_x_tokenizer(tiny_base: Path) -> None:
     from transformers import AutoTokenizer
 
