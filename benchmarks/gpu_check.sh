@@ -36,7 +36,7 @@ PRECISION=bf16
 [ "$DEVICE" = cpu ] && PRECISION=fp32
 "$BIN/deepspeed" --num_gpus 1 --master_port "${MASTER_PORT:-29531}" --module minigemini.train.run \
     configs/tiny/pretrain.yaml deepspeed.config=configs/deepspeed/zero2.json \
-    "data.train=[$OUT/data/captions.json]" "model.tiny_dir=$OUT/tiny_base" "training.output_dir=$OUT/zero2" \
+    "data.train=[$OUT/data/captions.json]" "model.tiny.dir=$OUT/tiny_base" "training.output_dir=$OUT/zero2" \
     training.max_steps=2 training.per_device_train_batch_size=2 training.save_strategy=no \
     "training.report_to=[]" training.precision=$PRECISION > "$OUT/zero2.log" 2>&1 \
     || { tail -40 "$OUT/zero2.log"; echo "gpu_check: the ZeRO-2 run failed (log $OUT/zero2.log)"; exit 1; }

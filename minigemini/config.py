@@ -40,11 +40,34 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the dataclasses (message says where and what to do)."""
 
 
+# keys of earlier versions -> what to write instead (named in the error, with the file and line)
+REMOVED_KEYS = {
+    "model.preset": "model.tiny (a section; configs/model/tiny.yaml sets it)",
+    "model.tiny_dir": "model.tiny.dir", "model.tiny_llm": "model.tiny.llm",
+    "model.tiny_vocab_size": "model.tiny.vocab_size", "model.tiny_hd": "model.tiny.hd",
+    "model.tiny_corpus": "model.tiny.corpus", "model.tiny_seed": "model.tiny.seed",
+    "model.template": "data.template", "training.dataloader_num_workers": "data.num_workers",
+}
+
+
+@dataclass
+class TinyBase:
+    """`model.tiny`: build a random-init tiny base (LLM + tokenizer trained on the run's texts + towers) in `dir`
+    on first use, then load it through the local-folder path like a real model (configs/model/tiny.yaml)."""
+
+    dir: str = "runs/tiny_base"  # where the base is kept (llm/, vision_lr/, vision_hr/, tiny_base.json)
+    llm: str = "llama"  # tiny LLM family: llama | gemma | qwen2 | mistral | phi3
+    vocab_size: int = 1024
+    hd: bool = False
+    corpus: list[str] = field(default_factory=list)  # JSON files whose texts train the tokenizer (default: data.train)
+    seed: int = 0
+
+
 @dataclass
 class ModelConfig:
-    """Which LLM, towers and connector to build (hub ids or local folders), or the `tiny` preset."""
+    """Which LLM, towers and connector to build (hub ids or local folders), or a tiny random-init base."""
 
-    preset: str | None = None  # "tiny": random-init tiny LLM + towers written to `tiny_dir` on first use
+    tiny: TinyBase | None = None  # set: the tiny base in tiny.dir (written on first use) replaces llm + towers
     llm: str = "lmsys/vicuna-7b-v1.5"  # hub id or local folder of an AutoModelForCausalLM
     tokenizer: str | None = None  # default: the LLM's folder / id
     vision_lr: str = "openai/clip-vit-large-patch14-336"  # CLIPVisionModel hub id or local folder
@@ -58,7 +81,6 @@ class ModelConfig:
     image_aspect_ratio: str = "pad"
     use_hr: bool = True  # False: LR-only baseline (no HR tower, no mining)
     projector_type: str = "mlp2x_gelu"
-    template: str = "vicuna_v1"  # conversation template name (minigemini.data.templates)
     model_max_length: int = 2048
     attn_implementation: str | None = "sdpa"
     # Weights of the frozen parts (towers; the LLM in pretrain; the base LLM under LoRA) without DeepSpeed:
@@ -67,12 +89,6 @@ class ModelConfig:
     frozen_dtype: str = "auto"
     init_from: str | None = None  # a saved minigemini model folder to start from (instead of llm + towers)
     pretrained_adapter: str | None = None  # stage-1 output folder or mm_projector.safetensors (mining + projector)
-    tiny_dir: str = "runs/tiny_base"  # where the tiny preset keeps its base (LLM, towers, tokenizer)
-    tiny_llm: str = "llama"  # tiny LLM family: llama | gemma | qwen2 | mistral | phi3
-    tiny_vocab_size: int = 1024
-    tiny_hd: bool = False
-    tiny_corpus: list[str] = field(default_factory=list)  # JSON files whose texts train the tiny tokenizer
-    tiny_seed: int = 0
 
 
 @dataclass
@@ -81,7 +97,10 @@ class DataConfig:
 
     train: list[str] = field(default_factory=list)
     image_folder: str | None = None  # image paths in the records are relative to this (default: the JSON's folder)
-    template: str | None = None  # conversation template for this stage (default: model.template; stage 1: plain)
+    # The conversation template the texts are rendered with (minigemini.data.templates); in a stage other than
+    # pretrain it is also written into the model's config, so the export chats in it. null = the model's own:
+    # the init_from folder's, or for a model built from llm + towers the family's (as `minigemini convert` picks it).
+    template: str | None = None
     feature_cache: str | None = None  # folder from `minigemini prep cache-features` (frozen towers only)
     on_bad_sample: str = "skip"  # skip (count, report at the end) | fail (stop with the file and sample id)
     group_by_modality_length: bool = True  # batches of text-only / image samples of similar length
@@ -122,9 +141,9 @@ class TrainingConfig:
     run_name: str | None = None
     nan_policy: str = "stop"  # stop (error naming step and samples) | skip (zero-gradient step)
     use_cpu: bool | None = None  # default: True when no CUDA device is visible
-    dataloader_num_workers: int | None = None  # default: data.num_workers
     export: bool = True  # write the final model (save_pretrained + processor, or adapter) to output_dir
-    extra_args: dict[str, Any] = field(default_factory=dict)  # passed to TrainingArguments as they are
+    # more TrainingArguments fields, as they are (checked: a real field that no training.* key above sets)
+    extra_args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -195,6 +214,7 @@ def read_yaml_with_includes(path: Path, _seen: tuple[Path, ...] = ()) -> dict[st
         raise ConfigError(f"{where}: not valid YAML ({problem}); fix that line") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    _refuse_removed_keys(data, path)
     includes = data.pop("include", []) or []
     if isinstance(includes, str):
         includes = [includes]
@@ -202,6 +222,27 @@ def read_yaml_with_includes(path: Path, _seen: tuple[Path, ...] = ()) -> dict[st
     for inc in includes:
         merged = _deep_merge(merged, read_yaml_with_includes(path.parent / inc, (*_seen, path)))
     return _deep_merge(merged, data)
+
+
+def _refuse_removed_keys(data: dict[str, Any], path: Path) -> None:
+    """A key of an earlier version (`REMOVED_KEYS`) -> ConfigError at its file:line naming the new key."""
+    for section, body in data.items():
+        for key in body if isinstance(body, dict) else ():
+            dotted = f"{section}.{key}"
+            if dotted in REMOVED_KEYS:
+                line = _key_line(path.read_text(), str(section), str(key))
+                raise ConfigError(f"{path}:{line}: {dotted} was removed: use {REMOVED_KEYS[dotted]}")
+
+
+def _key_line(text: str, section: str, key: str) -> int:
+    """1-based line of `section: {key: ...}` in a YAML text (0 if not found)."""
+    root = yaml.compose(text, Loader=_Loader)
+    for sec_node, body in getattr(root, "value", ()):
+        if getattr(sec_node, "value", None) == section and isinstance(body, yaml.MappingNode):
+            for key_node, _ in body.value:
+                if key_node.value == key:
+                    return key_node.start_mark.line + 1
+    return 0
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -230,11 +271,22 @@ def valid_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         name = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(hints[f.name]):
-            out += valid_keys(hints[f.name], name + ".")
+        section = _section_type(hints[f.name])
+        if section is not None:
+            out += valid_keys(section, name + ".")
         else:
             out.append(name)
     return out
+
+
+def _section_type(typ: Any) -> type | None:
+    """The dataclass of a section field (`X` or `X | None`), else None."""
+    if dataclasses.is_dataclass(typ):
+        return typ
+    args = [a for a in typing.get_args(typ) if a is not type(None)]
+    if typing.get_origin(typ) in (typing.Union, types.UnionType) and len(args) == 1 and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
 
 
 def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
@@ -248,6 +300,10 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     unknown = sorted(set(raw) - names)
     if unknown:
         valid = ", ".join(sorted(names))
+        removed = [f"{prefix}{u} was removed: use {REMOVED_KEYS[prefix + str(u)]}" for u in unknown
+                   if prefix + str(u) in REMOVED_KEYS]
+        if removed:
+            raise ConfigError(f"{source}: {'; '.join(removed)}")
         hints = [f"{prefix}{close[0]}" for u in unknown
                  if (close := difflib.get_close_matches(str(u), names, n=1, cutoff=0.6))]
         hint = f" (did you mean {'; '.join(hints)}?)" if hints else ""
@@ -255,9 +311,11 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
                           f"valid keys of {where}: {valid}")
     kwargs = {}
     for name, value in raw.items():
-        typ = hints[name]
-        if dataclasses.is_dataclass(typ):
-            kwargs[name] = _build(typ, value, f"{prefix}{name}.", source)
+        typ, section = hints[name], _section_type(hints[name])
+        if section is not None and not (value is None and section is not typ):  # `X | None` section: null allowed
+            kwargs[name] = _build(section, value, f"{prefix}{name}.", source)
+        elif section is not None:
+            kwargs[name] = None
         else:
             kwargs[name] = _coerce(value, typ, f"{prefix}{name}", source)
     return cls(**kwargs)
@@ -315,7 +373,9 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node = raw
     parts = key.split(".")
     for part in parts[:-1]:
-        child = node.setdefault(part, {})
+        if node.get(part) is None:  # a section that is null (e.g. model.tiny) is set up by its first key
+            node[part] = {}
+        child = node[part]
         if not isinstance(child, dict):
             raise ConfigError(f"override {key}: {part} is not a section")
         node = child

@@ -183,7 +183,7 @@ def closing_text(s: DemoSettings, examples: dict[str, dict[str, str]]) -> str:
 def build_base(s: DemoSettings, data: Any) -> Path:
     """Local folders `llm/` (+ tokenizer), `vision_lr/`, `vision_hr/`: loaded like any real model."""
     from minigemini.model import MiniGeminiConfig
-    from minigemini.model.builder import ensure_tiny_base
+    from minigemini.train.tiny_base import ensure_tiny_base
 
     vocab = 512
     shapes = MiniGeminiConfig.tiny(
@@ -227,12 +227,12 @@ def train_stage(s: DemoSettings, base: Path, name: str, use_hr: bool, stage: str
 
     out = s.out / "runs" / name / stage
     raw = {
-        "model": {"preset": None, "llm": str(base / "llm"), "vision_lr": str(base / "vision_lr"),
+        "model": {"llm": str(base / "llm"), "vision_lr": str(base / "vision_lr"),
                   "vision_hr": str(base / "vision_hr"), "image_size": s.lr_size, "image_size_aux": s.hr_size,
-                  "use_hr": use_hr, "template": "vicuna_v1", "model_max_length": 128,
+                  "use_hr": use_hr, "model_max_length": 128,
                   "pretrained_adapter": str(adapter) if adapter else None},
         "data": {"train": [str(train_file)], "num_workers": s.workers,
-                 "template": "plain" if stage == "pretrain" else None,
+                 "template": "plain" if stage == "pretrain" else "vicuna_v1",
                  "feature_cache": str(feature_cache) if feature_cache else None},
         "training": {"stage": stage, "output_dir": str(out), "seed": s.seed, "num_train_epochs": epochs,
                      "per_device_train_batch_size": s.batch_size, "learning_rate": lr, "warmup_ratio": 0.03,

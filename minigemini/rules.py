@@ -58,8 +58,7 @@ def values(cfg: RunConfig) -> str | None:
     for key, value, valid in (("training.precision", t.precision, PRECISIONS),
                               ("model.frozen_dtype", cfg.model.frozen_dtype, ("auto", "fp32")),
                               ("training.nan_policy", t.nan_policy, ("stop", "skip")),
-                              ("data.on_bad_sample", cfg.data.on_bad_sample, ("skip", "fail")),
-                              ("model.preset", cfg.model.preset, (None, "", "tiny"))):
+                              ("data.on_bad_sample", cfg.data.on_bad_sample, ("skip", "fail"))):
         if value not in valid:
             return f"{key} must be one of {', '.join(str(v) for v in valid if v)}, got {value!r}"
     return None
@@ -136,12 +135,12 @@ def init_from_x_model(cfg: RunConfig) -> str | None:
 
     default = ModelConfig()
     changed = [k for k in INIT_FROM_FIXED if getattr(m, k) != getattr(default, k)]
-    if m.preset == "tiny":  # the tiny preset fills these itself; they are not the user's
+    if m.tiny is not None:  # the tiny base fills these itself; they are not the user's
         changed = [k for k in changed if k not in ("llm", "tokenizer", "vision_lr", "vision_hr")]
     if changed:
         return (f"model.init_from={m.init_from} fixes the architecture, so model.{changed[0]} (and "
-                f"{len(changed) - 1} more: {changed[1:]}) cannot apply: remove them (model.template, "
-                "model_max_length and attn_implementation do apply)")
+                f"{len(changed) - 1} more: {changed[1:]}) cannot apply: remove them (data.template, "
+                "model.model_max_length and model.attn_implementation do apply)")
     return None
 
 
@@ -177,17 +176,52 @@ def stage_table(cfg: RunConfig) -> str | None:
 def template_known(cfg: RunConfig) -> str | None:
     from .data.templates import get_template
 
-    for key, name in (("model.template", cfg.model.template), ("data.template", cfg.data.template)):
-        if name:
-            try:
-                get_template(name)
-            except KeyError as exc:
-                return f"{key}: {exc.args[0]}"
+    if cfg.data.template:
+        try:
+            get_template(cfg.data.template)
+        except KeyError as exc:
+            return f"data.template: {exc.args[0]}"
+    return None
+
+
+# TrainingArguments fields that a typed training.* (or data.*) option sets: extra_args may not set them again
+TYPED_ARGUMENTS = {
+    "output_dir": "output_dir", "seed": "seed", "num_train_epochs": "num_train_epochs", "max_steps": "max_steps",
+    "per_device_train_batch_size": "per_device_train_batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation_steps (or training.global_batch_size)",
+    "learning_rate": "learning_rate", "weight_decay": "weight_decay", "warmup_steps": "warmup_ratio",
+    "lr_scheduler_type": "lr_scheduler_type", "max_grad_norm": "max_grad_norm", "bf16": "precision",
+    "fp16": "precision", "use_cpu": "use_cpu", "activation_checkpointing": "gradient_checkpointing",
+    "activation_checkpointing_kwargs": "gradient_checkpointing", "logging_steps": "logging_steps",
+    "save_strategy": "save_strategy", "save_steps": "save_steps", "save_total_limit": "save_total_limit",
+    "report_to": "report_to", "run_name": "run_name", "dataloader_num_workers": "data.num_workers",
+    "deepspeed": "deepspeed.config", "resume_from_checkpoint": "resume_from_checkpoint",
+}
+
+
+def extra_args_known(cfg: RunConfig) -> str | None:
+    """training.extra_args: real `transformers.TrainingArguments` fields that no typed option already sets."""
+    import dataclasses
+    import difflib
+
+    from transformers import TrainingArguments
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    for key in cfg.training.extra_args:
+        if key in TYPED_ARGUMENTS:
+            typed = TYPED_ARGUMENTS[key]
+            where = typed if typed.startswith(("data.", "deepspeed.")) else f"training.{typed}"
+            return f"training.extra_args.{key}: set {where} instead (a typed option of the run config sets it)"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), sorted(fields), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            return (f"training.extra_args.{key} is not a transformers.TrainingArguments field{hint}; "
+                    "remove it or fix its name")
     return None
 
 
 RULES: tuple[Callable[[RunConfig], str | None], ...] = (
-    values, stage_table, template_known, paths, feature_cache_x_towers, packing_x_attention, deepspeed_x_save_only_model,
+    values, stage_table, template_known, extra_args_known, paths, feature_cache_x_towers, packing_x_attention, deepspeed_x_save_only_model,
     zero3_x_export, deepspeed_x_nan_skip, init_from_x_model, quantisation_x_stage)
 
 

@@ -123,7 +123,7 @@ def test_walkthrough_runs_as_documented(user_dir: Path, capsys: pytest.CaptureFi
     assert run(capsys, render) == f"{VICUNA} USER: <image>\n{QUESTION} ASSISTANT: red</s>\n"  # the folder's template
 
     printed = yaml.safe_load(run(capsys, train_full + ["--print-config"]))  # what the doc says to check
-    assert printed["model"]["init_from"] == "models/base" and printed["model"]["template"] == "vicuna_v1"
+    assert printed["model"]["init_from"] == "models/base" and printed["data"]["template"] == "vicuna_v1"
     assert printed["data"]["train"] == ["data/mine/train.json"] and "llm" not in printed["model"]
     for run_dir, argv in (("runs/mine", train_full), ("runs/mine-lora", train_lora)):
         run(capsys, argv + fast_overrides())

@@ -3,7 +3,9 @@
 `train_tokenizer` trains a lossless byte-level BPE (GPT-2 / Llama-3 style; `kind="bpe"`) or a
 SentencePiece-style BPE with byte fallback (`kind="spm"`: "▁" word prefix, Llama-2 / Mistral /
 Gemma style) with the `tokenizers` library. `tiny_tokenizer(family)` adds the special tokens and a
-`chat_template` shaped like the real model family's, so every conversation template can be tested.
+`chat_template` shaped like the real model family's, so every conversation template can be tested;
+`base_tokenizer` is the one of the tiny random-init base (`model.tiny`, the demo). The only place that
+trains a tokenizer.
 """
 
 from __future__ import annotations
@@ -88,6 +90,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, special_tokens:
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=bos_token, eos_token=eos_token,
                                    pad_token=pad_token, unk_token=unk_token,
                                    additional_special_tokens=[t for t in specials if t not in named])
+
+
+def base_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """The tiny base model's tokenizer (`model.tiny`, the demo): byte-level BPE trained on the run's `texts`;
+    unk 0, bos 1, eos 2, pad = unk as in LLaVA; no BOS added by the tokenizer (the templates add it)."""
+    return train_tokenizer(texts, vocab_size, kind="bpe", bos_token="<s>", eos_token="</s>", pad_token="<unk>",
+                           unk_token="<unk>")
 
 
 def _train_spm(texts: list[str], vocab_size: int, specials: list[str], unk_token: str | None) -> Tokenizer:

@@ -3,8 +3,9 @@
 A spec (`minigemini.config.ModelConfig`, or any object with the same attributes) names the LLM
 (hub id or local folder, loaded with `AutoModelForCausalLM.from_pretrained(trust_remote_code=False)`),
 the two towers (architecture read from their hub/local config, weights via `tower.load_pretrained`)
-and the connector. `preset: tiny` first writes a random-init tiny base (LLM + tokenizer trained on
-the run's texts + towers) to `spec.tiny_dir`, then loads it through the very same local-folder path.
+and the connector. A spec with `tiny` set (the run config's `model.tiny`) is first pointed at the tiny base's
+folders by `minigemini.train.tiny_base.resolve_tiny`, then loads through the very same local-folder path.
+The conversation template written into the config is the caller's, else the LLM family's (`llm_template`).
 
 Stage 2 loads the stage-1 connector (mining + projector) explicitly with `load_connector`.
 """
@@ -12,17 +13,13 @@ Stage 2 loads the stage-1 connector (mining + projector) explicitly with `load_c
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .configuration import MiniGeminiConfig
 from .modeling import MiniGeminiForCausalLM
@@ -33,7 +30,6 @@ logger = logging.getLogger(__name__)
 CONNECTOR_FILE = "mm_projector.safetensors"
 CONNECTOR_PARTS = ("mining", "projector")
 HR_CONFIG_FILE = "convnext_config.json"
-TINY_MARKER = "tiny_base.json"
 
 
 # ---- towers ---------------------------------------------------------------------------------------
@@ -126,109 +122,16 @@ def load_connector(model: MiniGeminiForCausalLM, path: str | Path) -> Path:
     return path
 
 
-# ---- tiny preset ---------------------------------------------------------------------------------------
-
-
-def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on `texts` (unk 0, bos 1, eos 2; pad = unk as in LLaVA)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(list(texts), trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   pad_token="<unk>", clean_up_tokenization_spaces=False)
-
-
-def corpus_texts(files: Iterable[str | Path]) -> list[str]:
-    """Every conversation turn of LLaVA-style JSON/JSONL files (the `<image>` placeholder removed)."""
-    texts: list[str] = []
-    for f in files:
-        path = Path(f)
-        raw = path.read_text(encoding="utf-8")
-        records = [json.loads(line) for line in raw.splitlines() if line.strip()] if path.suffix == ".jsonl" \
-            else json.loads(raw)
-        for rec in records:
-            for turn in rec.get("conversations", []):
-                value = str(turn.get("value", "")).replace("<image>", "").strip()
-                if value:
-                    texts.append(value)
-    return texts
-
-
-def ensure_tiny_base(folder: str | Path, corpus: Iterable[str | Path] = (), llm: str = "llama",
-                     vocab_size: int = 1024, hd: bool = False, seed: int = 0,
-                     shapes: MiniGeminiConfig | None = None) -> Path:
-    """Write (once) a random-init tiny base: `llm/` (+ tokenizer), `vision_lr/`, `vision_hr/`; returns `folder`.
-    `shapes` overrides the architecture (default `MiniGeminiConfig.tiny(llm, hd, vocab_size)`)."""
-    folder = Path(folder)
-    if (folder / TINY_MARKER).is_file():
-        return folder
-    from transformers import CLIPVisionConfig, CLIPVisionModel
-
-    texts = corpus_texts(corpus) if corpus else []
-    texts += ["USER: ASSISTANT: What is in the image? A picture. Answer the question with one word."]
-    tokenizer = train_tiny_tokenizer(texts, vocab_size)
-    shapes = shapes or MiniGeminiConfig.tiny(llm=llm, hd=hd, vocab_size=vocab_size)
-    if shapes.text_config.vocab_size < len(tokenizer):
-        raise ValueError(f"the LLM vocab ({shapes.text_config.vocab_size}) is smaller than the tokenizer ({len(tokenizer)})")
-    torch.manual_seed(seed)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny_base_", dir=folder.parent))
-    text_model = AutoModelForCausalLM.from_config(shapes.text_config)
-    text_model.save_pretrained(tmp / "llm")
-    tokenizer.save_pretrained(tmp / "llm")
-    clip = CLIPVisionModel(CLIPVisionConfig(**shapes.vision_lr["clip_config"]))
-    clip.save_pretrained(tmp / "vision_lr")
-    from .towers import build_tower
-    from safetensors.torch import save_file
-
-    hr = build_tower(shapes.vision_hr)
-    (tmp / "vision_hr").mkdir()
-    save_file({k: v.contiguous() for k, v in hr.state_dict().items()}, str(tmp / "vision_hr" / "model.safetensors"))
-    arch = {"timm_name": None, "timm_kwargs": shapes.vision_hr["timm_kwargs"], "drop_path_rate": 0.0}
-    (tmp / "vision_hr" / HR_CONFIG_FILE).write_text(json.dumps(arch, indent=2))
-    info = {"llm": shapes.text_config.model_type, "vocab_size": vocab_size, "hd": shapes.image_grid > 1, "seed": seed,
-            "corpus": [str(c) for c in corpus],
-            "image_size": shapes.image_size, "image_size_aux": shapes.image_size_aux}
-    (tmp / TINY_MARKER).write_text(json.dumps(info, indent=2))
-    try:
-        os.replace(tmp, folder)  # atomic: a concurrent rank sees all of it or nothing
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (folder / TINY_MARKER).is_file():
-            raise
-    logger.info("wrote the tiny base model to %s", folder)
-    return folder
-
-
-def resolve_tiny(spec: Any, corpus: Iterable[str | Path] = ()) -> Any:
-    """For `preset: tiny`: make sure the tiny base exists; return a copy of the spec pointing at its folders."""
-    base = ensure_tiny_base(spec.tiny_dir, list(spec.tiny_corpus) or list(corpus), spec.tiny_llm,
-                            spec.tiny_vocab_size, spec.tiny_hd, spec.tiny_seed)
-    info = json.loads((base / TINY_MARKER).read_text())
-    out = copy.copy(spec)
-    out.preset = None
-    out.llm, out.tokenizer = str(base / "llm"), str(base / "llm")
-    out.vision_lr, out.vision_hr, out.vision_hr_arch = str(base / "vision_lr"), str(base / "vision_hr"), None
-    out.image_size, out.image_size_aux = info["image_size"], info["image_size_aux"]
-    out.image_grid, out.image_global = (2, True) if info["hd"] else (1, False)
-    return out
-
-
 # ---- the model -------------------------------------------------------------------------------------------
 
 
-def build_model_and_processor(spec: Any, dtype: torch.dtype = torch.float32, corpus: Iterable[str | Path] = ()
+def build_model_and_processor(spec: Any, dtype: torch.dtype = torch.float32, template: str | None = None
                               ) -> tuple[MiniGeminiForCausalLM, MiniGeminiProcessor]:
-    """Model (LLM + pretrained towers + fresh or stage-1 connector) and its processor, from a model spec."""
-    if spec.preset not in (None, "", "tiny"):
-        raise ValueError(f"unknown model.preset {spec.preset!r}; valid: tiny (or none)")
-    if spec.preset == "tiny":
-        spec = resolve_tiny(spec, corpus)
+    """Model (LLM + pretrained towers + fresh or stage-1 connector) and its processor, from a model spec.
+    `template` is written into the model's config; None keeps the model's own (the init_from folder's, or for a
+    model built from parts the LLM family's, `llm_template`)."""
+    if getattr(spec, "tiny", None) is not None and not spec.init_from:
+        raise ValueError("model.tiny is set: resolve the spec first (minigemini.train.tiny_base.resolve_tiny)")
     if spec.init_from:  # the architecture is the saved model's; template / attention / max length apply
         if getattr(spec, "llm_load_kwargs", None):  # QLoRA's quantization applies when the LLM loads from model.llm
             raise ValueError(f"model.init_from ({spec.init_from}) cannot be loaded quantized for QLoRA (lora.bits=4/8): "
@@ -238,15 +141,40 @@ def build_model_and_processor(spec: Any, dtype: torch.dtype = torch.float32, cor
         if spec.attn_implementation:
             model.set_attn_implementation(spec.attn_implementation)
         processor = MiniGeminiProcessor.from_pretrained(spec.init_from)
+        if template:
+            model.config.template = processor.config.template = template
     else:
-        model, processor = _build_from_parts(spec, dtype)
+        model, processor = _build_from_parts(spec, dtype, template)
     if spec.pretrained_adapter:
         load_connector(model, spec.pretrained_adapter)
     processor.tokenizer.model_max_length = spec.model_max_length
     return model, processor
 
 
-def _build_from_parts(spec: Any, dtype: torch.dtype) -> tuple[MiniGeminiForCausalLM, MiniGeminiProcessor]:
+def llm_family_template(llm: str, tokenizer: Any) -> tuple[str, str] | None:
+    """(template, why) of the LLM at `llm` as `minigemini convert` picks it (`convert.family_template`), or None
+    for a family MGM never trained."""
+    from transformers import AutoConfig
+
+    from .convert import family_template
+
+    return family_template(AutoConfig.from_pretrained(llm, trust_remote_code=False).model_type, tokenizer)
+
+
+def llm_template(llm: str, tokenizer: Any) -> str:
+    """The LLM family's conversation template; ValueError asking for data.template if it cannot be told."""
+    found = llm_family_template(llm, tokenizer)
+    if found is None:
+        from transformers import AutoConfig
+
+        kind = AutoConfig.from_pretrained(llm, trust_remote_code=False).model_type
+        raise ValueError(f"data.template is null and the LLM {llm} (model_type {kind}) is not a family whose template "
+                         "minigemini can tell (Llama/Vicuna, Llama-3, Yi, Gemma, Mistral, Mixtral): set data.template=NAME")
+    return found[0]
+
+
+def _build_from_parts(spec: Any, dtype: torch.dtype, template: str | None
+                      ) -> tuple[MiniGeminiForCausalLM, MiniGeminiProcessor]:
     llm_kwargs: dict[str, Any] = {"trust_remote_code": False, "dtype": dtype}
     if spec.attn_implementation:
         llm_kwargs["attn_implementation"] = spec.attn_implementation
@@ -260,7 +188,7 @@ def _build_from_parts(spec: Any, dtype: torch.dtype) -> tuple[MiniGeminiForCausa
         text_config=text_model.config, vision_lr=lr, vision_hr=hr, image_size=spec.image_size,
         image_size_aux=spec.image_size_aux, image_grid=spec.image_grid, image_global=spec.image_global,
         image_aspect_ratio=spec.image_aspect_ratio, use_hr=spec.use_hr, projector_type=spec.projector_type,
-        template=spec.template, image_token_id=None)
+        template=template or llm_template(spec.llm, tokenizer), image_token_id=None)
     processor = MiniGeminiProcessor(tokenizer, config)  # adds <image>, sets config.image_token_id
     model = MiniGeminiForCausalLM(config, language_model=text_model)
     # MiniGeminiConfig(text_config=<live config>) resets its attention implementation to None, which leaves

@@ -73,20 +73,28 @@ def llm_model_type(mgm: dict[str, Any]) -> str:
 
 
 def detect_template(mgm: dict[str, Any], tokenizer: Any = None) -> tuple[str, str]:
-    """(template, why) for an MGM checkpoint: Gemma -> gemma, Mixtral/Mistral -> mistral_instruct; a Llama
-    architecture by its tokenizer (`<|eot_id|>`: Llama-3 -> llama_3; `<|im_start|>`: Yi -> chatml_direct),
-    or without a tokenizer by `vocab_size` (>= 128000 / 64000); any other Llama (Vicuna's Llama-2
-    tokenizer) -> vicuna_v1, MGM's own default (train.py and serve/cli.py fall back to it)."""
-    model_type = llm_model_type(mgm)
+    """(template, why) for an MGM checkpoint: its LLM family's (`family_template`); every MGM family is known."""
+    found = family_template(llm_model_type(mgm), tokenizer, int(mgm.get("vocab_size", 0)))
+    assert found is not None  # llm_model_type only returns llama / gemma / mistral / mixtral
+    return found
+
+
+def family_template(model_type: str, tokenizer: Any = None, vocab_size: int = 0) -> tuple[str, str] | None:
+    """(template, why) for an LLM family, as MGM's scripts use them: Gemma -> gemma, Mixtral/Mistral ->
+    mistral_instruct; a Llama architecture by its tokenizer (`<|eot_id|>`: Llama-3 -> llama_3; `<|im_start|>`:
+    Yi -> chatml_direct), or without a tokenizer by `vocab_size` (>= 128000 / 64000); any other Llama (Vicuna's
+    Llama-2 tokenizer) -> vicuna_v1, MGM's own default (train.py and serve/cli.py fall back to it).
+    None for a family MGM never trained (Qwen2, Phi-3, ...): the caller must be told the template."""
     if model_type == "gemma":
         return "gemma", "Gemma architecture (MGM-2B)"
     if model_type in ("mixtral", "mistral"):
         return "mistral_instruct", f"{model_type.capitalize()} architecture (MGM-8x7B)"
-    size = int(mgm.get("vocab_size", 0))
-    for marker, vocab_size, template, why in LLAMA_TOKENIZER_TEMPLATES:
-        found = marker in tokenizer.get_vocab() if tokenizer is not None else size >= vocab_size
-        if found and (tokenizer is not None or size < 2 * vocab_size):
-            return template, f"Llama architecture with {why if tokenizer is not None else f'vocab_size {size}'}"
+    if model_type != "llama":
+        return None
+    for marker, min_vocab, template, why in LLAMA_TOKENIZER_TEMPLATES:
+        found = marker in tokenizer.get_vocab() if tokenizer is not None else vocab_size >= min_vocab
+        if found and (tokenizer is not None or vocab_size < 2 * min_vocab):
+            return template, f"Llama architecture with {why if tokenizer is not None else f'vocab_size {vocab_size}'}"
     return "vicuna_v1", "Llama architecture, neither a Llama-3 nor a Yi tokenizer (Vicuna; MGM's default)"
 
 

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted overrides, e.g. training.learning_rate=1e-3 training.output_dir=runs/x")
     p.add_argument("--print-config", action="store_true", help="print the config as the run resolves it (includes, overrides, defaults; "
-                                                            "model fields from model.init_from or the tiny preset) and exit")
+                                                            "model fields from model.init_from or model.tiny) and exit")
     p.add_argument("--verbose", action="store_true", help="show the Trainer's log dicts, the trainable-parts table, "
                                                           "info logs and dependency warnings")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)

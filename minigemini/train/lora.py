@@ -142,6 +142,8 @@ def merge_lora(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = to
     from ..config import load_config
     from ..data.model_chat_template import set_chat_template
     from ..model.builder import build_model_and_processor
+    from .template_choice import config_template
+    from .tiny_base import resolve_tiny
 
     run_dir = Path(run_dir)
     cfg_file = run_dir / "run_config.yaml"
@@ -149,7 +151,8 @@ def merge_lora(run_dir: str | Path, out_dir: str | Path, dtype: torch.dtype = to
         raise FileNotFoundError(f"{run_dir} is not a LoRA run output (needs adapter_config.json and run_config.yaml)")
     cfg = load_config(cfg_file)
     cfg.model.pretrained_adapter = None  # the trained mining/projector are in the adapter (modules_to_save)
-    model, processor = build_model_and_processor(cfg.model, dtype=dtype, corpus=cfg.data.train)
+    spec = resolve_tiny(cfg.model, cfg.data.train)
+    model, processor = build_model_and_processor(spec, dtype=dtype, template=config_template(cfg))
     set_chat_template(processor)
     model = PeftModel.from_pretrained(model, str(run_dir)).merge_and_unload()
     model.eval()

@@ -102,9 +102,10 @@ def planned_config(cfg: Any) -> Any:
     from transformers import AutoConfig
 
     from minigemini.model import MiniGeminiConfig
-    from minigemini.model.builder import hr_tower_spec, lr_tower_spec, resolve_tiny
+    from minigemini.model.builder import hr_tower_spec, lr_tower_spec
+    from minigemini.train.tiny_base import resolve_tiny
 
-    spec = resolve_tiny(cfg.model, cfg.data.train) if cfg.model.preset == "tiny" else cfg.model
+    spec = resolve_tiny(cfg.model, cfg.data.train)
     if spec.init_from:
         return MiniGeminiConfig.from_pretrained(spec.init_from)
     text = AutoConfig.from_pretrained(spec.llm, trust_remote_code=False)
@@ -113,7 +114,7 @@ def planned_config(cfg: Any) -> Any:
         vision_hr=hr_tower_spec(spec.vision_hr, spec.vision_hr_arch), image_size=spec.image_size,
         image_size_aux=spec.image_size_aux, image_grid=spec.image_grid, image_global=spec.image_global,
         image_aspect_ratio=spec.image_aspect_ratio, use_hr=spec.use_hr, projector_type=spec.projector_type,
-        template=spec.template, image_token_id=text.vocab_size)
+        image_token_id=text.vocab_size)  # the template does not change the memory
 
 
 @dataclass(frozen=True)

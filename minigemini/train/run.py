@@ -62,10 +62,22 @@ def gradient_accumulation(cfg: RunConfig, world: int) -> int:
     return ga
 
 
+# TrainingArguments the run always sets this way (training.extra_args may change them; the typed options'
+# fields may not: minigemini.rules.TYPED_ARGUMENTS)
+FIXED_ARGUMENTS: dict[str, Any] = dict(
+    logging_first_step=True, disable_tqdm=False, remove_unused_columns=False,
+    include_num_input_tokens_seen="non_padding", logging_nan_inf_filter=False, ddp_find_unused_parameters=True)
+
+
 def build_training_arguments(cfg: RunConfig) -> Any:
     """`transformers.TrainingArguments` for the run (create it BEFORE the model: ZeRO-3 partitions at load)."""
     from transformers import TrainingArguments
 
+    return TrainingArguments(**{**typed_arguments(cfg), **FIXED_ARGUMENTS, **cfg.training.extra_args})
+
+
+def typed_arguments(cfg: RunConfig) -> dict[str, Any]:
+    """The TrainingArguments that the typed options of the run config set."""
     t = cfg.training
     use_cpu = (not torch.cuda.is_available()) if t.use_cpu is None else t.use_cpu
     kwargs: dict[str, Any] = dict(
@@ -77,15 +89,12 @@ def build_training_arguments(cfg: RunConfig) -> Any:
         bf16=t.precision == "bf16", fp16=t.precision == "fp16", use_cpu=use_cpu,
         activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
-        logging_steps=t.logging_steps, logging_first_step=True, save_strategy=t.save_strategy,
+        logging_steps=t.logging_steps, save_strategy=t.save_strategy,
         save_steps=t.save_steps, save_total_limit=t.save_total_limit, report_to=list(t.report_to),
-        run_name=t.run_name, disable_tqdm=False, remove_unused_columns=False,
-        include_num_input_tokens_seen="non_padding", logging_nan_inf_filter=False,
-        dataloader_num_workers=cfg.data.num_workers if t.dataloader_num_workers is None else t.dataloader_num_workers,
-        ddp_find_unused_parameters=True, deepspeed=resolve_deepspeed_config(cfg.deepspeed.config),
+        run_name=t.run_name, dataloader_num_workers=cfg.data.num_workers,
+        deepspeed=resolve_deepspeed_config(cfg.deepspeed.config),
     )
-    kwargs.update(t.extra_args)
-    return TrainingArguments(**kwargs)
+    return kwargs
 
 
 def resolve_pack_length(cfg: RunConfig) -> int | None:
@@ -133,8 +142,8 @@ def run_training(cfg: RunConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     try:
         pack_length = resolve_pack_length(cfg)
         args = prepare_arguments(cfg)  # 2. TrainingArguments + process group (before the model: ZeRO-3)
-        spec = resolve_model_spec(cfg, args)  # 3. tiny base / init_from; template x tokenizer
-        model, processor, report = build_model(cfg, spec, args, pack_length)  # 4. model + stage table
+        spec, template = resolve_model_spec(cfg, args)  # 3. tiny base / init_from; template x tokenizer
+        model, processor, report = build_model(cfg, spec, args, pack_length, template)  # 4. model + stage table
         dataset, collator = build_data(cfg, processor, model, pack_length)  # 5. data
         trainer = build_trainer(cfg, args, model, processor, dataset, collator, [preemption, *callbacks])
         if args.should_save:  # 6. what the run is, before it starts
@@ -168,50 +177,34 @@ def training_dtypes(cfg: RunConfig) -> tuple[torch.dtype, torch.dtype | None]:
     return dtype, resolve_frozen_dtype(cfg, use_ds_low)
 
 
-def resolve_model_spec(cfg: RunConfig, args: Any) -> Any:
-    """The model spec to build: the tiny preset's folders written once, or a saved model (`init_from`);
-    then the training template is checked against the tokenizer (loaded alone, before the model)."""
+def resolve_model_spec(cfg: RunConfig, args: Any) -> tuple[Any, str | None]:
+    """The model spec to build (the tiny base's folders written once, or a saved model: `init_from`) and the
+    template for the model's config (`template_choice`); the data's template is checked against the tokenizer
+    (loaded alone, before the model)."""
     from transformers import AutoTokenizer
 
-    from ..model.builder import resolve_tiny
+    from .template_choice import config_template, data_template
+    from .tiny_base import resolve_tiny
 
     spec = copy.copy(cfg.model)
     if spec.init_from:
-        spec.preset = None  # the saved model is the base; the preset's folders are not needed
-    elif spec.preset == "tiny":
+        spec.tiny = None  # the saved model is the base; the tiny base's folders are not needed
+    elif spec.tiny is not None:
         with args.main_process_first(desc="tiny base model"):
             spec = resolve_tiny(spec, cfg.data.train)
-    template, key = training_template(cfg)
-    if template is not None:
-        tokenizer = AutoTokenizer.from_pretrained(spec.init_from or spec.tokenizer or spec.llm, trust_remote_code=False)
-        check_template_tokenizer(template, tokenizer, key)
-    return spec
+    if spec.init_from and not cfg.data.template:
+        return spec, None  # the saved model's own template, checked when it was trained
+    tokenizer = AutoTokenizer.from_pretrained(spec.init_from or spec.tokenizer or spec.llm, trust_remote_code=False)
+    template = data_template(cfg, spec, tokenizer)
+    key = "data.template" if cfg.data.template else f"data.template (null: the LLM family's, {template})"
+    check_template_tokenizer(template, tokenizer, key)
+    return spec, config_template(cfg, spec, tokenizer)
 
 
-def config_template(cfg: RunConfig) -> str | None:
-    """A template to write into the model's config (and so into the export), or None to keep the model's:
-    a stage-2 `data.template`, or a non-default `model.template` over a saved model (`init_from`)."""
-    from ..config import ModelConfig
-
-    if cfg.training.stage != "pretrain" and cfg.data.template:
-        return cfg.data.template
-    if cfg.model.init_from and cfg.model.template != ModelConfig().template:
-        return cfg.model.template
-    return None
-
-
-def training_template(cfg: RunConfig) -> tuple[str | None, str]:
-    """(template the data is written with, the option that chose it); None: the saved model's own."""
-    if cfg.data.template:
-        return cfg.data.template, "data.template"
-    if cfg.model.init_from and config_template(cfg) is None:
-        return None, "model.template"
-    return cfg.model.template, "model.template"
-
-
-def build_model(cfg: RunConfig, spec: Any, args: Any, pack_length: int | None) -> tuple[Any, Any, dict]:
-    """Model + processor, LoRA, the stage table (printed), frozen weights cast; the stage-2 template into the
-    model's config (so the export answers in the template it was trained with)."""
+def build_model(cfg: RunConfig, spec: Any, args: Any, pack_length: int | None,
+                template: str | None = None) -> tuple[Any, Any, dict]:
+    """Model + processor, LoRA, the stage table (printed), frozen weights cast; `template` (the stage-2 one, see
+    `template_choice`) into the model's config, so the export answers in the template it was trained with."""
     from ..data.model_chat_template import set_chat_template
     from ..logs import verbose
     from ..model.builder import build_model_and_processor
@@ -221,12 +214,9 @@ def build_model(cfg: RunConfig, spec: Any, args: Any, pack_length: int | None) -
     t, lora = cfg.training, cfg.lora
     dtype, frozen_dtype = training_dtypes(cfg)
     spec.llm_load_kwargs = qlora_load_kwargs(lora, dtype)
-    model, processor = build_model_and_processor(spec, dtype=dtype)
+    model, processor = build_model_and_processor(spec, dtype=dtype, template=template)
     if pack_length is not None:
         check_packing_support(model, spec.attn_implementation)
-    template = config_template(cfg)
-    if template is not None:
-        model.config.template = processor.config.template = template
     set_chat_template(processor)  # saved with every export, from the template the model answers in
     if lora.enabled:
         apply_lora(model, lora, gradient_checkpointing=t.gradient_checkpointing, base=lora_base_path(spec))

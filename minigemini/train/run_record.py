@@ -43,7 +43,7 @@ def write_run_files(cfg: RunConfig, args: Any, sampler_info: dict[str, Any], mod
             "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
             "torch": torch.__version__, "command": sys.argv, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "data_order": sampler_info}
-    if model_spec is not None:  # where the weights really came from (e.g. the tiny preset's folders)
+    if model_spec is not None:  # where the weights really came from (e.g. the model.tiny base's folders)
         info["model_sources"] = model_sources(model_spec)
     (out / "run_info.json").write_text(json.dumps(info, indent=2, default=str))
 

@@ -169,8 +169,8 @@ def test_every_released_family_has_configs_with_its_template():
                 "mixtral-8x7b": ("mistral_instruct", "plain"), "yi-34b": ("chatml_direct", "plain")}
     for name, (template, stage1) in released.items():
         for preset in (name, f"{name}-hd"):
-            assert load_config(repo / "configs" / "model" / f"{preset}.yaml").model.template == template, preset
+            assert load_config(repo / "configs" / "model" / f"{preset}.yaml").data.template == template, preset
             pretrain = load_config(repo / "configs" / "recipes" / f"{preset}-pretrain.yaml")
             assert pretrain.data.template == stage1, preset
             finetune = load_config(repo / "configs" / "recipes" / f"{preset}-finetune.yaml")
-            assert (finetune.data.template or finetune.model.template) == template, preset
+            assert finetune.data.template == template, preset

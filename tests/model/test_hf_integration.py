@@ -21,7 +21,7 @@ from transformers import AutoImageProcessor, AutoProcessor, pipeline
 from minigemini import MiniGeminiConfig, MiniGeminiForCausalLM, MiniGeminiProcessor
 from minigemini.data.model_chat_template import chat_template_for, set_chat_template
 from minigemini.infer.generate import GenerationOptions, Generator
-from minigemini.model.builder import train_tiny_tokenizer
+from minigemini.data.tokenizer import base_tokenizer
 from minigemini.model.image_processing import MiniGeminiImageProcessor, MiniGeminiLRImageProcessor
 from minigemini.model.processing import PROCESSOR_FILE
 
@@ -33,7 +33,7 @@ CORPUS = ["USER: ASSISTANT: What is in the image? A red square on a blue field. 
 
 def _tokenizer():
     """A byte-level BPE tokenizer (unk 0, bos 1, eos 2), as the tiny preset trains one."""
-    return train_tiny_tokenizer(CORPUS, vocab_size=300)
+    return base_tokenizer(CORPUS, vocab_size=300)
 
 
 def _image(color=(200, 30, 30), size=(40, 30)) -> Image.Image:

@@ -14,7 +14,7 @@ TINY_PRETRAIN = REPO / "configs" / "tiny" / "pretrain.yaml"
 def tiny_overrides(out: Path, data: Path, base: Path, **extra: object) -> list[str]:
     """Overrides that point a configs/tiny/*.yaml preset at test folders (fast: no tensorboard, fp32);
     `training__max_steps=3` stands for `training.max_steps=3`."""
-    items = {"training.output_dir": str(out), "data.train": f"[{data}]", "model.tiny_dir": str(base),
+    items = {"training.output_dir": str(out), "data.train": f"[{data}]", "model.tiny.dir": str(base),
              "training.report_to": "[]", "training.precision": "fp32", "training.logging_steps": 1,
              "training.per_device_train_batch_size": 2}
     items.update({k.replace("__", "."): v for k, v in extra.items()})
@@ -51,7 +51,7 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory, synthetic_dir: Path) -> Path:
     """The tiny preset's base (LLM + tokenizer + towers) written once per session."""
-    from minigemini.model.builder import ensure_tiny_base
+    from minigemini.train.tiny_base import ensure_tiny_base
 
     folder = tmp_path_factory.mktemp("tiny") / "base"
     return ensure_tiny_base(folder, [synthetic_dir / "captions.json", synthetic_dir / "train.json"])

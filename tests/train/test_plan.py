@@ -38,6 +38,7 @@ def test_model_states_equal_deepspeed_estimators(tiny_cfg, stage):
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
     from minigemini.model.builder import build_model_and_processor
+    from minigemini.train.tiny_base import resolve_tiny
     from minigemini.train.stages import apply_stage
 
     cfg = tiny_cfg(f"training.stage={stage}")
@@ -45,7 +46,7 @@ def test_model_states_equal_deepspeed_estimators(tiny_cfg, stage):
     counts = planning.count_parameters(meta_model)
     assert meta_model.language_model.device.type == "meta"  # no weights were loaded to count
 
-    real, _ = build_model_and_processor(cfg.model, corpus=cfg.data.train)  # independent count on real weights
+    real, _ = build_model_and_processor(resolve_tiny(cfg.model, cfg.data.train))  # independent count on real weights
     apply_stage(real, stage)
     trainable = sum(p.numel() for p in real.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in real.parameters() if not p.requires_grad)

@@ -42,7 +42,13 @@ ROWS = [
     ("quantisation x zero3", TINY_FINETUNE, ["lora.enabled=true", "lora.bits=4", "deepspeed.config=zero3",
                                              "model.pretrained_adapter=null"],
      r"lora.bits=4 \(QLoRA\) cannot be partitioned by ZeRO-3"),
-    ("unknown template", TINY_PRETRAIN, ["model.template=vicunaa"], r"model.template: unknown conversation template"),
+    ("unknown template", TINY_PRETRAIN, ["data.template=vicunaa"], r"data.template: unknown conversation template"),
+    ("extra_args: not a TrainingArguments field", TINY_PRETRAIN, ["training.extra_args={torch_compil: true}"],
+     r"training.extra_args.torch_compil is not a transformers.TrainingArguments field \(did you mean torch_compile\?\)"),
+    ("extra_args: a typed option's field", TINY_PRETRAIN, ["training.extra_args={learning_rate: 0.1}"],
+     r"training.extra_args.learning_rate: set training.learning_rate instead"),
+    ("extra_args: data.num_workers's field", TINY_PRETRAIN, ["training.extra_args={dataloader_num_workers: 4}"],
+     r"training.extra_args.dataloader_num_workers: set data.num_workers instead"),
     ("bad value", TINY_PRETRAIN, ["training.precision=fp8"], r"training.precision must be one of bf16, fp16, fp32"),
     ("missing init_from (no hub lookup)", TINY_FINETUNE, ["model.init_from=/nowhere"],
      r"model.init_from: /nowhere does not exist"),
@@ -73,6 +79,24 @@ def test_valid_configs_pass(tmp_path: Path, synthetic_dir: Path) -> None:
     check_run_config(load_config(TINY_PRETRAIN, [data, "deepspeed.config=zero3"]))  # gathers 16-bit weights
     check_run_config(load_config(TINY_FINETUNE, [data, "model.pretrained_adapter=null", "lora.enabled=true"]))
     check_run_config(load_config(TINY_PRETRAIN, [data, "data.packing=true", "model.attn_implementation=eager"]))
+
+
+def test_typed_arguments_are_the_ones_extra_args_may_not_set(synthetic_dir: Path) -> None:
+    """`rules.TYPED_ARGUMENTS` names every TrainingArguments field the typed options set in train/run.py."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from minigemini.rules import TYPED_ARGUMENTS
+    from minigemini.train.run import FIXED_ARGUMENTS, typed_arguments
+
+    typed = set(typed_arguments(load_config(TINY_PRETRAIN, [f"data.train=[{synthetic_dir / 'captions.json'}]"])))
+    assert set(TYPED_ARGUMENTS) == typed | {"resume_from_checkpoint"}  # that one goes to trainer.train()
+    assert not typed & set(FIXED_ARGUMENTS)
+    assert set(TYPED_ARGUMENTS) <= {f.name for f in dataclasses.fields(TrainingArguments)}
+    ok = load_config(TINY_PRETRAIN, [f"data.train=[{synthetic_dir / 'captions.json'}]",
+                                      "training.extra_args={torch_compile: true, disable_tqdm: true}"])
+    check_run_config(ok)
 
 
 def test_template_x_tokenizer(tiny_base: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,7 @@ def test_recipe_hyperparameters() -> None:
         assert (t.warmup_ratio, t.lr_scheduler_type, t.weight_decay, t.num_train_epochs) == (0.03, "cosine", 0.0, 1.0)
         assert t.precision == "bf16" and t.gradient_checkpointing
     lora = cfg("llama3-8b", "finetune_lora")
-    assert lora.lora.enabled and lora.training.mm_learning_rate == 2e-5 and lora.model.template == "llama_3"
+    assert lora.lora.enabled and lora.training.mm_learning_rate == 2e-5 and lora.data.template == "llama_3"
     assert "data.feature_cache" in valid_keys() and "deepspeed.config" in valid_keys()
 
 
@@ -89,3 +90,42 @@ def _compose(model: str, stage: str) -> RunConfig:
         run = Path(d) / "run.yaml"
         run.write_text(f"include: [{REPO}/configs/model/{model}.yaml, {REPO}/configs/stage/{stage}.yaml]\n")
         return load_config(run)
+
+
+def test_tiny_section_loads_and_overrides() -> None:
+    cfg = load_config(REPO / "configs/tiny/pretrain.yaml", ["model.tiny.llm=gemma", "model.tiny.vocab_size=512"])
+    assert (cfg.model.tiny.dir, cfg.model.tiny.llm, cfg.model.tiny.vocab_size, cfg.model.tiny.hd) == (
+        "runs/tiny_base", "gemma", 512, False)
+    demo = load_config(REPO / "configs/demo/pretrain.yaml")  # deep-merged over configs/model/tiny.yaml's section
+    assert (demo.model.tiny.dir, demo.model.tiny.vocab_size) == ("runs/demo/tiny_base", 1024)
+    assert demo.model.tiny.corpus == ["runs/demo/data/captions.json", "runs/demo/data/train.json"]
+    assert load_config(REPO / "configs/tiny/pretrain.yaml", ["model.tiny=null"]).model.tiny is None
+    assert load_config(None, ["model.tiny.seed=3"]).model.tiny.seed == 3  # a null section set up by its first key
+    assert load_config(None).model.tiny is None and "model.tiny.corpus" in valid_keys()
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) model.tiny.vocab .*did you mean model.tiny.vocab_size"):
+        load_config(None, ["model.tiny.vocab=1"])
+
+
+@pytest.mark.parametrize("key, value, new", [
+    ("model", "preset: tiny", "model.tiny (a section"), ("model", "tiny_dir: runs/x", "model.tiny.dir"),
+    ("model", "tiny_llm: gemma", "model.tiny.llm"), ("model", "tiny_corpus: [a.json]", "model.tiny.corpus"),
+    ("model", "template: vicuna_v1", "data.template"), ("training", "dataloader_num_workers: 2", "data.num_workers")])
+def test_removed_keys_name_file_line_and_the_new_key(tmp_path: Path, key: str, value: str, new: str) -> None:
+    (tmp_path / "base.yaml").write_text(f"# an older config\n{key}:\n  seed: 1\n  {value}\n")
+    (tmp_path / "run.yaml").write_text("include: [base.yaml]\n")
+    old = value.split(":")[0]
+    with pytest.raises(ConfigError, match=rf"base\.yaml:4: {key}\.{old} was removed: use {re.escape(new)}"):
+        load_config(tmp_path / "run.yaml")
+    with pytest.raises(ConfigError, match=rf"<defaults>: {key}\.{old} was removed: use {re.escape(new)}"):
+        load_config(None, [f"{key}.{old}=1"])
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "configs" / "recipes").glob("*.yaml")))
+def test_every_recipe_resolves_its_template(recipe: str) -> None:
+    """Pretrain recipes render plain (or the family's, where the official stage 1 did), finetune ones the family's."""
+    family = {"vicuna": "vicuna_v1", "llama3": "llama_3", "gemma": "gemma", "mixtral": "mistral_instruct",
+              "yi": "chatml_direct"}[recipe.split("-")[0]]
+    official_stage1 = {"gemma": "gemma", "llama_3": "llama_3"}  # scripts/*/train/stage_1_2_*.sh --version
+    cfg = load_config(REPO / "configs" / "recipes" / recipe)
+    expected = official_stage1.get(family, "plain") if cfg.training.stage == "pretrain" else family
+    assert cfg.data.template == expected, recipe

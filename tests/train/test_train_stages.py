@@ -9,15 +9,16 @@ import pytest
 import torch
 
 from minigemini.config import load_config
-from minigemini.model.builder import (CONNECTOR_FILE, build_model_and_processor, load_connector, save_connector,
-                                      train_tiny_tokenizer)
+from minigemini.data.tokenizer import base_tokenizer
+from minigemini.model.builder import CONNECTOR_FILE, build_model_and_processor, load_connector, save_connector
+from minigemini.train.tiny_base import resolve_tiny
 from minigemini.train.stages import apply_stage, format_report, trainable_parts
 
 
 def _tiny(base: Path, **over: str):
     extra = [f"model.{k}={v}" for k, v in over.items()]
-    cfg = load_config(None, ["model.preset=tiny", f"model.tiny_dir={base}", *extra])
-    return build_model_and_processor(cfg.model)
+    cfg = load_config(None, [f"model.tiny.dir={base}", *extra])
+    return build_model_and_processor(resolve_tiny(cfg.model))
 
 
 def test_stage_table(tiny_base: Path) -> None:
@@ -74,12 +75,45 @@ def test_connector_roundtrip_and_errors(tmp_path: Path, tiny_base: Path) -> None
 
 
 def test_tiny_tokenizer_roundtrip() -> None:
-    tok = train_tiny_tokenizer(["What color are the tiny dots?", "A big red circle."], vocab_size=300)
+    tok = base_tokenizer(["What color are the tiny dots?", "A big red circle."], vocab_size=300)
     text = "USER: What color? ASSISTANT: red</s>"
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == text and ids[-1] == tok.eos_token_id
     assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (0, 1, 2, 0)
     assert copy.deepcopy(tok).decode(ids) == text
+
+
+def test_base_tokenizer_is_the_one_the_tiny_base_always_had() -> None:
+    """Golden ids from the tokenizer that model/builder.py trained itself before data/tokenizer.py took over."""
+    tok = base_tokenizer(["What color are the tiny dots?", "A big red circle.",
+                          "How many dots are there? Three green dots."], vocab_size=300)
+    assert tok("USER: What color are the dots? ASSISTANT: green</s>")["input_ids"] == [
+        55, 53, 39, 52, 28, 223, 295, 292, 84, 269, 271, 264, 33, 223, 35, 53, 53, 43, 53, 54, 35, 48, 54, 28, 288, 80, 2]
+    assert len(tok) == 300
+
+
+def test_template_of_a_model_built_from_parts(tmp_path: Path, tiny_base: Path) -> None:
+    """data.template null = the LLM family's (as `minigemini convert` picks it); a family it cannot tell is an error
+    asking for data.template, except in stage pretrain, where the config records the template it is trained in."""
+    from minigemini.model.configuration import tiny_text_config
+    from minigemini.train.template_choice import config_template, data_template
+
+    llama = load_config(None, [f"model.llm={tiny_base / 'llm'}", "training.stage=finetune"])
+    tok = base_tokenizer(["a b c"], vocab_size=300)
+    assert data_template(llama, llama.model, tok) == "vicuna_v1" and config_template(llama, llama.model, tok) is None
+    model, _ = _tiny(tiny_base, **{"tiny.llm": "llama"})
+    assert model.config.template == "vicuna_v1"  # tiny_base: a Llama without a Llama-3 / Yi tokenizer
+    tiny_text_config("qwen2").save_pretrained(tmp_path / "qwen2")
+    qwen = load_config(None, [f"model.llm={tmp_path / 'qwen2'}", "training.stage=finetune"])
+    with pytest.raises(ValueError, match=r"data.template is null and the LLM .*qwen2 \(model_type qwen2\).*set data.template"):
+        data_template(qwen, qwen.model, tok)
+    qwen.data.template = "chatml"
+    assert data_template(qwen, qwen.model, tok) == config_template(qwen, qwen.model, tok) == "chatml"
+    qwen.training.stage = "pretrain"
+    qwen.data.template = "plain"
+    assert config_template(qwen, qwen.model, tok) == "plain"  # the template this stage-1 model is trained in
+    llama.training.stage, llama.data.template = "pretrain", "plain"
+    assert config_template(llama, llama.model, tok) is None  # its family's (vicuna_v1) goes into the config
 
 
 def test_built_llm_is_causal(tiny_base: Path) -> None:
