@@ -31,9 +31,6 @@ DATA_WRITERS = {  # safetensors files that hold data, not weights: they keep the
     "minigemini/data/feature_cache_build.py": "cached tower features (shards of a feature cache)",
     "minigemini/infer/attention.py": "patch-info-mining attention maps (--save-attention)",
 }
-# TEMPORARY: model/builder.py writes the tiny base model's HR tower weights with save_file; that file is being
-# changed on another branch. After merging, route it through save_weight_subset and empty this.
-PENDING_WEIGHT_WRITERS = {"minigemini/model/builder.py"}
 
 
 @cache
@@ -168,13 +165,21 @@ def test_weight_files_have_one_writer() -> None:
     """Only model/weights.py (`save_weight_subset`) writes weight subsets; the other safetensors writers write
     data (feature-cache shards, attention maps), each named in DATA_WRITERS with what it writes."""
     writers = {path for path, tree in sources().items() if safetensors_writers(tree)}
-    assert writers == {WEIGHT_WRITER, *DATA_WRITERS, *PENDING_WEIGHT_WRITERS}, sorted(writers)
+    assert writers == {WEIGHT_WRITER, *DATA_WRITERS}, sorted(writers)
     weights = sources()[WEIGHT_WRITER]
     assert [n.name for n in weights.body if isinstance(n, ast.FunctionDef)] == ["save_weight_subset"]
 
 
-@pytest.mark.parametrize("path", ["minigemini/train/lora.py", "minigemini/train/saving.py"])
+@pytest.mark.parametrize("path", ["minigemini/train/lora.py", "minigemini/train/saving.py", "minigemini/train/tiny_base.py"])
 def test_weight_writers_use_save_weight_subset(path: str) -> None:
     calls = [n for n in ast.walk(sources()[path]) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
              and n.func.id == "save_weight_subset"]
     assert calls, f"{path} writes weights without save_weight_subset"
+
+
+def test_tokenizers_are_trained_in_one_module() -> None:
+    """Tokenizer training (the `tokenizers` library's trainers) lives in minigemini/data/tokenizer.py only."""
+    users = sorted(path for path, tree in sources().items() for node in ast.walk(tree)
+                   if isinstance(node, ast.Attribute) and node.attr.endswith("Trainer")
+                   and isinstance(node.value, ast.Name) and node.value.id == "trainers")
+    assert set(users) == {"minigemini/data/tokenizer.py"}, users

@@ -77,17 +77,17 @@ def ensure_tiny_base(folder: str | Path, corpus: Iterable[str | Path] = (), llm:
 
 def _write_parts(tmp: Path, shapes: MiniGeminiConfig, tokenizer: Any) -> None:
     """Random-init LLM (+ tokenizer), CLIP tower and ConvNeXt tower (+ its architecture file) under `tmp`."""
-    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
 
     from ..model.towers import build_tower
+    from ..model.weights import save_weight_subset
 
     AutoModelForCausalLM.from_config(shapes.text_config).save_pretrained(tmp / "llm")
     tokenizer.save_pretrained(tmp / "llm")
     CLIPVisionModel(CLIPVisionConfig(**shapes.vision_lr["clip_config"])).save_pretrained(tmp / "vision_lr")
     hr = build_tower(shapes.vision_hr)
     (tmp / "vision_hr").mkdir()
-    save_file({k: v.contiguous() for k, v in hr.state_dict().items()}, str(tmp / "vision_hr" / "model.safetensors"))
+    save_weight_subset(hr.state_dict(), tmp / "vision_hr" / "model.safetensors")
     arch = {"timm_name": None, "timm_kwargs": shapes.vision_hr["timm_kwargs"], "drop_path_rate": 0.0}
     (tmp / "vision_hr" / HR_CONFIG_FILE).write_text(json.dumps(arch, indent=2))
 
