@@ -147,7 +147,8 @@ def report(kind: str, ms: dict[str, Stages]) -> dict:
         parts = {k: v for k, v in stages.items() if not k.startswith(("total", "for comparison"))}
         for stage, t in parts.items():
             print(f"| {name} | {stage} | {t:.2f} | {t / total[name]:.0%} |")
-        print(f"| {name} | sum of the stages above | {sum(parts.values()):.2f} | {sum(parts.values()) / total[name]:.0%} |")
+        summed = sum(parts.values())
+        print(f"| {name} | sum of the stages above | {summed:.2f} | {summed / total[name]:.0%} |")
         for stage in [k for k in stages if k not in parts]:
             print(f"| {name} | {stage} | {stages[stage]:.2f} | |")
     decode = min(ms["mgm"]["decode"], ms["fast"]["decode"])

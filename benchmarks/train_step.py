@@ -298,7 +298,8 @@ def print_flops(flops: Flops) -> None:
 def variant_table(variants: list[Variant], flops: Flops, peak: dict[torch.dtype, float]) -> None:
     """Step time, tokens/s, the three MFU readings and the speed against the first variant, per variant."""
     ref_step = min(variants[0].times["step"])
-    print("\n| variant | step s (median) | fwd+bwd s | fwd s | tokens/s | MFU | MFU+attn | MFU 6NT | step vs reference |")
+    print("\n| variant | step s (median) | fwd+bwd s | fwd s | tokens/s | MFU | MFU+attn | MFU 6NT "
+          "| step vs reference |")
     print("|---|---|---|---|---|---|---|---|---|")
     for v in variants:
         step = min(v.times["step"])
