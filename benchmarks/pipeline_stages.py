@@ -31,6 +31,7 @@ from minigemini.data.image_pipeline import (FastImagePipeline, clip_resize_crop,
                                             pil_to_uint8, split_views)
 
 EXACT = ("decode", "PIL bicubic resize")  # stage names every exact path runs (see the module docstring)
+TOTAL = "total (the whole way, one call)"
 Stages = dict[str, float]
 Tensors = dict[str, torch.Tensor]
 
@@ -92,13 +93,15 @@ def fast_stages(pipe: FastImagePipeline, path: Path) -> tuple[Stages, Tensors]:
     x = clock("pad", pad_to_square, x, pipe.fill)
     sides = [cfg.image_size_aux] + ([] if cfg.lr_from_hr else [cfg.image_size * cfg.image_grid])
     out = []
-    for side in sides:
+    for side in sides:  # HR, then LR when it is not derived from HR (its stages are named "... (LR side)")
         h, w = x.shape[-2:]
         size = resized_size(h, w, side)
-        image = clock("uint8 -> PIL", lambda: Image.fromarray(np.ascontiguousarray(x.permute(1, 2, 0).numpy())))
-        image = clock("PIL bicubic resize", image.resize, (size[1], size[0]), Image.BICUBIC)
-        y = clock("PIL -> uint8, crop", lambda: clip_resize_crop(pil_to_uint8(image), side))
-        out.append(clock("normalise", pipe.normalize, y))
+        tag = "" if not out else f" (LR {side})"
+        image = clock(f"uint8 -> PIL{tag}",
+                      lambda: Image.fromarray(np.ascontiguousarray(x.permute(1, 2, 0).numpy())))
+        image = clock(f"PIL bicubic resize{tag}", image.resize, (size[1], size[0]), Image.BICUBIC)
+        y = clock(f"PIL -> uint8, crop{tag}", lambda: clip_resize_crop(pil_to_uint8(image), side))
+        out.append(clock(f"normalise{tag}", pipe.normalize, y))
     side, grid = cfg.image_size, cfg.image_grid
     lr = out[-1] if not cfg.lr_from_hr else clock(
         "LR = bilinear of HR", lambda: F.interpolate(out[0][None], size=(side * grid,) * 2, mode="bilinear",
@@ -131,7 +134,7 @@ def measure(cfg: MiniGeminiConfig, clip: CLIPImageProcessorPil, ways: dict[str, 
                 seconds, tensors = chain(path)
                 start = time.perf_counter()
                 ref = ways[name](path)
-                seconds["total (the whole way, one call)"] = time.perf_counter() - start
+                seconds[TOTAL] = time.perf_counter() - start
                 if ref.keys() != tensors.keys() or not all(torch.equal(ref[k], tensors[k]) for k in ref):
                     raise RuntimeError(f"the {name} stages do not reproduce the {name} way's tensors on {path}")
                 runs[name][i].append(seconds)
@@ -140,7 +143,7 @@ def measure(cfg: MiniGeminiConfig, clip: CLIPImageProcessorPil, ways: dict[str, 
 
 def report(kind: str, ms: dict[str, Stages]) -> dict:
     """Print both breakdowns and the ceiling of an exact path; return the SUMMARY figures."""
-    total = {name: stages["total (the whole way, one call)"] for name, stages in ms.items()}
+    total = {name: stages[TOTAL] for name, stages in ms.items()}
     print(f"\n{kind}: ms per image (median over the images of each image's best round)")
     print("| way | stage | ms | share of the way's total |\n|---|---|---|---|")
     for name, stages in ms.items():
@@ -151,14 +154,14 @@ def report(kind: str, ms: dict[str, Stages]) -> dict:
         print(f"| {name} | sum of the stages above | {summed:.2f} | {summed / total[name]:.0%} |")
         for stage in [k for k in stages if k not in parts]:
             print(f"| {name} | {stage} | {stages[stage]:.2f} | |")
-    decode = min(ms["mgm"]["decode"], ms["fast"]["decode"])
-    floor = decode + ms["mgm"]["PIL bicubic resize"]
+    decode, resize = EXACT
+    floor = min(ms["mgm"][decode], ms["fast"][decode]) + ms["mgm"][resize]
     ceiling = total["mgm"] / floor
-    print(f"PIL's bicubic resize alone is {ms['mgm']['PIL bicubic resize'] / total['mgm']:.0%} of MGM's time; "
+    print(f"PIL's bicubic resize alone is {ms['mgm'][resize] / total['mgm']:.0%} of MGM's time; "
           f"decode (faster decoder) + that resize = {floor:.1f} ms of MGM's {total['mgm']:.1f} ms")
     print(f"ceiling for an exact path (MGM's pixels): {ceiling:.2f}x MGM's way (fast path now: "
           f"{total['mgm'] / total['fast']:.2f}x)")
     return {"ms": {name: {k: round(v, 2) for k, v in stages.items()} for name, stages in ms.items()},
-            "pil_resize_share_of_mgm": round(ms["mgm"]["PIL bicubic resize"] / total["mgm"], 3),
+            "pil_resize_share_of_mgm": round(ms["mgm"][resize] / total["mgm"], 3),
             "exact_floor_ms": round(floor, 2), "ceiling_exact_path_vs_mgm": round(ceiling, 2),
             "fast_vs_mgm_stagewise_run": round(total["mgm"] / total["fast"], 2)}

@@ -22,9 +22,9 @@ from benchmarks import pipeline_stages  # noqa: E402  (importable once the scrip
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
 
-@pytest.mark.parametrize("hd", [False, True])
-def test_stage_chains_reproduce_each_way(tmp_path: Path, hd: bool) -> None:
-    cfg = MiniGeminiConfig.tiny(hd=hd)
+@pytest.mark.parametrize("hd,lr_from_hr", [(False, True), (True, True), (False, False)])
+def test_stage_chains_reproduce_each_way(tmp_path: Path, hd: bool, lr_from_hr: bool) -> None:
+    cfg = MiniGeminiConfig.tiny(hd=hd, lr_from_hr=lr_from_hr)
     paths = bench.write_images(tmp_path, [(100, 70), (60, 90), (64, 64)], 3)
     clip = bench.mgm_clip(cfg)
     for path in paths:
@@ -35,6 +35,7 @@ def test_stage_chains_reproduce_each_way(tmp_path: Path, hd: bool) -> None:
             assert all(torch.equal(got[k], way[k]) for k in way)
         assert ("HD views" in mgm_seconds) == hd and ("HD views" in fast_seconds) == hd
         assert {"decode", "PIL bicubic resize"} <= mgm_seconds.keys() & fast_seconds.keys()
+        assert (f"PIL bicubic resize (LR {cfg.image_size})" in fast_seconds) == (not lr_from_hr)
 
 
 def test_report_ceiling_is_mgm_over_decode_plus_resize(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -43,7 +44,7 @@ def test_report_ceiling_is_mgm_over_decode_plus_resize(tmp_path: Path, capsys: p
     ways = {"mgm": bench.mgm_loader(cfg), "fast": FastImagePipeline(cfg)}
     ms = pipeline_stages.measure(cfg, bench.mgm_clip(cfg), ways, paths, rounds=1)
     figures = pipeline_stages.report("normal", ms)
-    total = "total (the whole way, one call)"
+    total = pipeline_stages.TOTAL
     floor = min(ms["mgm"]["decode"], ms["fast"]["decode"]) + ms["mgm"]["PIL bicubic resize"]
     assert figures["exact_floor_ms"] == round(floor, 2)
     assert figures["ceiling_exact_path_vs_mgm"] == round(ms["mgm"][total] / floor, 2)
