@@ -1,6 +1,6 @@
 """Training-image throughput per data-loader worker: JPEG files on disk -> the LR and HR tensors of a sample.
 
-    .venv/bin/python benchmarks/data_pipeline.py [--images 8] [--rounds 3] [--configs normal,hd]
+    .venv/bin/python benchmarks/data_pipeline.py [--images 8] [--rounds 3] [--configs normal,hd] [--stages]
 
 Three ways, same files, interleaved round by round (the order rotates), one thread (a DataLoader worker):
   mgm        MGM's LazySupervisedDataset (mgm/train/train.py at 769820cb): PIL open + convert('RGB'),
@@ -10,7 +10,9 @@ Three ways, same files, interleaved round by round (the order rotates), one thre
   processor  `MiniGeminiProcessor.preprocess_image` (transformers' PIL-backend CLIPImageProcessorPil too: same pixels).
   fast       `minigemini.data.image_pipeline.FastImagePipeline`: bit-identical to `processor`.
 Configs: normal = LR 336 / HR 768; hd = HR 1536, LR 672 -> 2x2 crops of 336 + global. Files: smooth
-random content plus noise, JPEG quality 90, COCO-like sizes for normal, larger ones for hd. Not run by CI.
+random content plus noise, JPEG quality 90, COCO-like sizes for normal, larger ones for hd. `--stages`:
+instead, the time of each step of mgm and fast per image, and the ceiling of any path that keeps MGM's
+exact pixels (benchmarks/pipeline_stages.py). Not run by CI.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,8 +35,14 @@ from PIL import Image
 from transformers import CLIPImageProcessorPil, PreTrainedTokenizerFast
 
 from benchmarks.common import env_header, median, summary_line, timed
+from benchmarks.pipeline_stages import measure, report
 from minigemini import MiniGeminiConfig, MiniGeminiProcessor
 from minigemini.data.image_pipeline import FastImagePipeline, split_views
+
+# image_pipeline asks for torchvision's decoder deprecation warning "once" (Python would hide it otherwise: a
+# DeprecationWarning outside __main__), so it prints at the first decode; it says nothing about the timings.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
 
 SIZES = {"normal": [(640, 480), (500, 375), (640, 427), (480, 640)],
          "hd": [(1600, 1200), (1280, 960), (2048, 1536), (1200, 1600)]}
@@ -53,11 +62,16 @@ def write_images(folder: Path, sizes: list[tuple[int, int]], count: int, seed: i
     return paths
 
 
+def mgm_clip(cfg: MiniGeminiConfig) -> CLIPImageProcessorPil:
+    """MGM's CLIP image processor at the HR size (PIL/numpy, bicubic)."""
+    side = cfg.image_size_aux
+    return CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
+                                 image_mean=cfg.image_mean, image_std=cfg.image_std, resample=3)
+
+
 def mgm_loader(cfg: MiniGeminiConfig) -> Loader:
     """MGM's dataset steps with the PIL/numpy CLIP processor (see the module docstring)."""
-    side = cfg.image_size_aux
-    clip = CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
-                                 image_mean=cfg.image_mean, image_std=cfg.image_std, resample=3)
+    clip = mgm_clip(cfg)
     fill = tuple(int(x * 255) for x in cfg.image_mean)
 
     def load(path: Path) -> dict[str, torch.Tensor]:
@@ -101,9 +115,23 @@ def check(ways: dict[str, Loader], paths: list[Path]) -> dict[str, float]:
     return out
 
 
+def image_config(kind: str) -> MiniGeminiConfig:
+    """normal: LR 336 / HR 768; hd: HR 1536, LR 2x2 crops of 336 + global."""
+    return (MiniGeminiConfig.tiny(image_size=336, image_size_aux=768) if kind == "normal" else
+            MiniGeminiConfig.tiny(hd=True, image_size=336, image_size_aux=1536))
+
+
+def run_stages(kind: str, args: argparse.Namespace, folder: Path) -> dict:
+    """`--stages`: per-stage ms of mgm and fast on this config's files, and the exact-path ceiling."""
+    cfg = image_config(kind)
+    paths = write_images(folder, SIZES[kind], args.images)
+    ways = {"mgm": mgm_loader(cfg), "fast": FastImagePipeline(cfg)}
+    return report(kind, measure(cfg, mgm_clip(cfg), ways, paths, args.rounds))
+
+
 def run_config(kind: str, args: argparse.Namespace, folder: Path) -> dict:
-    cfg = (MiniGeminiConfig.tiny(image_size=336, image_size_aux=768) if kind == "normal" else
-           MiniGeminiConfig.tiny(hd=True, image_size=336, image_size_aux=1536))
+    """Images/s of the three ways on this config's files, interleaved; their max diff to the processor."""
+    cfg = image_config(kind)
     paths = write_images(folder, SIZES[kind], args.images)
     ways = loaders(cfg, tiny_tokenizer())
     diffs = check(ways, paths[:2])
@@ -132,6 +160,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8, help="JPEG files per config")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--configs", default="normal,hd", help="comma-separated: normal, hd")
+    parser.add_argument("--stages", action="store_true", help="only: ms per stage of mgm and fast, and the ceiling "
+                        "of a path with MGM's exact pixels (decode + PIL resize)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one DataLoader worker
     print(env_header(1))
@@ -139,8 +169,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.configs.split(","):
             (Path(tmp) / kind).mkdir()
-            figures[kind] = run_config(kind, args, Path(tmp) / kind)
-    print(summary_line("data_pipeline", figures))
+            figures[kind] = (run_stages if args.stages else run_config)(kind, args, Path(tmp) / kind)
+    print(summary_line("data_pipeline_stages" if args.stages else "data_pipeline", figures))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import argparse
 import os
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,7 +54,7 @@ def main() -> None:
              "absorbed, SDPA": lambda a, b: absorbed_sdpa(mining, a, b)}
     dtypes = {"fp32": torch.float32, "bf16 autocast": torch.bfloat16}
 
-    def step(fn, dtype: torch.dtype) -> None:
+    def step(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dtype: torch.dtype) -> None:
         with autocast_context(dtype):
             out = fn(lr, hr)
         out.float().square().mean().backward()

@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 from benchmarks.common import (BENCH_DESCRIPTION, bench_config, build_model, env_header, set_stage,  # noqa: E402
                                summary_line, train_pass)
+from minigemini import MiniGeminiConfig  # noqa: E402
 from minigemini.data.feature_cache import CachedFeatureCollator, collate_features  # noqa: E402
 from minigemini.data.packing import PackingCollator, plan_rows  # noqa: E402
 from minigemini.data.sampler import ModalityLengthGroupedSampler  # noqa: E402
@@ -51,7 +52,8 @@ def length_mix(n: int, max_length: int, n_image_tokens: int, seed: int = 0) -> l
     return out
 
 
-def make_samples(mix: list[tuple[int, bool]], config, features: dict, seed: int = 0) -> list[dict]:
+def make_samples(mix: list[tuple[int, bool]], config: MiniGeminiConfig, features: dict,
+                 seed: int = 0) -> list[dict]:
     """Token ids / labels (second half of the text supervised) and shared cached features per image sample."""
     g = torch.Generator().manual_seed(seed)
     samples = []
@@ -76,9 +78,87 @@ def _pack_rows(collator: PackingCollator, rows: list[list[dict]]) -> dict:
     return batch
 
 
-def run(model, opt, batches: list[dict]) -> float:
+def run(model: torch.nn.Module, opt: torch.optim.Optimizer, batches: list[dict]) -> float:
     """Seconds for one training step per batch."""
     return train_pass(model, opt, batches, drop=DROP)
+
+
+def padded_slots(tokens: list[int], order: list[int], b: int) -> int:
+    """Token slots of padded batches of `b` samples taken in `order`."""
+    return sum(max(tokens[i] for i in order[k:k + b]) * len(order[k:k + b]) for k in range(0, len(order), b))
+
+
+def packed_slots(tokens: list[int], length: int, rows_per_batch: int, window: int) -> tuple[int, float]:
+    """Token slots of packed rows <= `length` (`rows_per_batch` per batch), and the mean row length."""
+    rows = []
+    for k in range(0, len(tokens), window):  # the collator packs the samples of one (large) batch
+        chunk = tokens[k:k + window]
+        rows += [sum(chunk[j] for j in row) for row in plan_rows(chunk, length)]
+    slots = sum(max(rows[k:k + rows_per_batch]) * len(rows[k:k + rows_per_batch])
+                for k in range(0, len(rows), rows_per_batch))
+    return slots, sum(rows) / len(rows)
+
+
+def padding_report(args: argparse.Namespace, config: MiniGeminiConfig) -> None:
+    """Padding fraction of each layout over many samples (lengths only, no model)."""
+    b = args.batch_size
+    mix = length_mix(args.mix_samples, args.max_length, config.num_image_tokens, seed=1)
+    tokens = [t + 1 + (config.num_image_tokens if img else 0) for t, img in mix]
+    modality = [n if img else -n for n, (_, img) in zip(tokens, mix)]
+    llava = list(ModalityLengthGroupedSampler(modality, batch_size=b, world_size=8, seed=0))  # 8 ranks' stream
+    print(f"\npadding fraction over {len(tokens)} samples (mean length {sum(tokens) / len(tokens):.0f} tokens, "
+          f"{sum(not i for _, i in mix) / len(mix):.0%} text-only), batches of {b} samples:")
+    print(f"  padded, random order: {1 - sum(tokens) / padded_slots(tokens, list(range(len(tokens))), b):.1%}")
+    print(f"  padded, LLaVA modality-length-grouped sampler (8 ranks x {b}): "
+          f"{1 - sum(tokens) / padded_slots(tokens, llava, b):.1%}")
+    print(f"  padded, globally sorted by length (best case of any sampler): "
+          f"{1 - sum(tokens) / padded_slots(tokens, sorted(range(len(tokens)), key=tokens.__getitem__), b):.1%}")
+    for length, per in ((args.max_length, 2), (args.max_length // 2, 4)):
+        slots, mean_row = packed_slots(tokens, length, per, window=64 * b)
+        print(f"  packed, rows <= {length} (mean row {mean_row:.0f}), {per} rows per batch: "
+              f"{1 - sum(tokens) / slots:.1%}")
+
+
+def layouts(args: argparse.Namespace, config: MiniGeminiConfig, samples: list[dict]) -> dict[str, list[dict]]:
+    """The batches of each layout (padded random / length-sorted, packed at two row lengths), same samples."""
+    b = args.batch_size
+    pad = CachedFeatureCollator(pad_token_id=0, image_token_id=config.image_token_id)
+    pack = PackingCollator(pad_token_id=0, image_token_id=config.image_token_id, max_length=args.max_length)
+    order = list(range(len(samples)))
+    random.Random(0).shuffle(order)
+    by_len = sorted(order, key=lambda i: len(samples[i]["input_ids"]))
+    setups = {
+        f"padded, random batches of {b}": [pad([samples[i] for i in order[k:k + b]]) for k in range(0, len(order), b)],
+        f"padded, length-sorted batches of {b}": [pad([samples[i] for i in by_len[k:k + b]])
+                                                  for k in range(0, len(by_len), b)],
+    }
+    lengths = [len(samples[i]["input_ids"]) for i in order]
+    for length, per in ((args.max_length, 2), (args.max_length // 2, 4)):
+        rows = plan_rows(lengths, length)
+        setups[f"packed, rows <= {length}, {per} rows per batch"] = [
+            _pack_rows(pack, [[samples[order[i]] for i in row] for row in rows[k:k + per]])
+            for k in range(0, len(rows), per)]
+    return setups
+
+
+def throughput_report(model: torch.nn.Module, opt: torch.optim.Optimizer, setups: dict[str, list[dict]],
+                      real: int, rounds: int) -> dict[str, list[float]]:
+    """Time every layout in interleaved rounds, print the table; the seconds of every round per layout."""
+    print("| layout | steps | slots | padding | seconds | real tokens/s | vs padded random |")
+    print("|---|---|---|---|---|---|---|")
+    run(model, opt, [setups[next(iter(setups))][0]])  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in setups}
+    for _ in range(rounds):  # interleaved rounds (shared machine)
+        for name, batches in setups.items():
+            times[name].append(run(model, opt, batches))
+    base = None
+    for name, batches in setups.items():
+        sec = min(times[name])
+        slots = sum(x["input_ids"].numel() for x in batches)
+        base = base or real / sec
+        print(f"| {name} | {len(batches)} | {slots} | {1 - real / slots:.1%} | {sec:.1f} | {real / sec:.0f} | "
+              f"{real / sec / base:.2f}x |")
+    return times
 
 
 def main() -> None:
@@ -102,74 +182,14 @@ def main() -> None:
     with torch.no_grad():
         lr = model.encode_lr(torch.randn(1, 3, 336, 336))
         maps = model.vision_hr.stage_maps(torch.randn(1, 3, 768, 768))
-    features = {"lr_features": lr, "hr_features": maps}
-    pad = CachedFeatureCollator(pad_token_id=0, image_token_id=config.image_token_id)
-    pack = PackingCollator(pad_token_id=0, image_token_id=config.image_token_id, max_length=args.max_length)
-    b = args.batch_size
-
-    # padding statistics on many samples (lengths only, no model)
-    mix = length_mix(args.mix_samples, args.max_length, config.num_image_tokens, seed=1)
-    tokens = [t + 1 + (config.num_image_tokens if img else 0) for t, img in mix]
-    modality = [n if img else -n for n, (_, img) in zip(tokens, mix)]
-
-    def padded_slots(order: list[int]) -> int:
-        return sum(max(tokens[i] for i in order[k:k + b]) * len(order[k:k + b]) for k in range(0, len(order), b))
-
-    def packed_slots(length: int, rows_per_batch: int, window: int = 64 * b) -> tuple[int, float]:
-        rows = []
-        for k in range(0, len(tokens), window):  # the collator packs the samples of one (large) batch
-            chunk = tokens[k:k + window]
-            rows += [sum(chunk[j] for j in row) for row in plan_rows(chunk, length)]
-        slots = sum(max(rows[k:k + rows_per_batch]) * len(rows[k:k + rows_per_batch])
-                    for k in range(0, len(rows), rows_per_batch))
-        return slots, sum(rows) / len(rows)
-
-    llava = list(ModalityLengthGroupedSampler(modality, batch_size=b, world_size=8, seed=0))  # 8 ranks' stream
-    print(f"\npadding fraction over {len(tokens)} samples (mean length {sum(tokens) / len(tokens):.0f} tokens, "
-          f"{sum(not i for _, i in mix) / len(mix):.0%} text-only), batches of {b} samples:")
-    print(f"  padded, random order: {1 - sum(tokens) / padded_slots(list(range(len(tokens)))):.1%}")
-    print(f"  padded, LLaVA modality-length-grouped sampler (8 ranks x {b}): "
-          f"{1 - sum(tokens) / padded_slots(llava):.1%}")
-    print(f"  padded, globally sorted by length (best case of any sampler): "
-          f"{1 - sum(tokens) / padded_slots(sorted(range(len(tokens)), key=tokens.__getitem__)):.1%}")
-    for length, per in ((args.max_length, 2), (args.max_length // 2, 4)):
-        slots, mean_row = packed_slots(length, per)
-        print(f"  packed, rows <= {length} (mean row {mean_row:.0f}), {per} rows per batch: "
-              f"{1 - sum(tokens) / slots:.1%}")
-
+    padding_report(args, config)
     # training throughput on the same samples
     mix = length_mix(args.samples, args.max_length, config.num_image_tokens, seed=0)
-    samples = make_samples(mix, config, features)
+    samples = make_samples(mix, config, {"lr_features": lr, "hr_features": maps})
     real = sum(len(s["input_ids"]) for s in samples)
-    order = list(range(len(samples)))
-    random.Random(0).shuffle(order)
-    by_len = sorted(order, key=lambda i: len(samples[i]["input_ids"]))
-    setups = {
-        f"padded, random batches of {b}": [pad([samples[i] for i in order[k:k + b]]) for k in range(0, len(order), b)],
-        f"padded, length-sorted batches of {b}": [pad([samples[i] for i in by_len[k:k + b]])
-                                                  for k in range(0, len(by_len), b)],
-    }
-    lengths = [len(samples[i]["input_ids"]) for i in order]
-    for length, per in ((args.max_length, 2), (args.max_length // 2, 4)):
-        rows = plan_rows(lengths, length)
-        setups[f"packed, rows <= {length}, {per} rows per batch"] = [
-            _pack_rows(pack, [[samples[order[i]] for i in row] for row in rows[k:k + per]])
-            for k in range(0, len(rows), per)]
+    setups = layouts(args, config, samples)
     print(f"\ntraining on {len(samples)} samples, {real} real tokens, stage 2 fp32:")
-    print("| layout | steps | slots | padding | seconds | real tokens/s | vs padded random |")
-    print("|---|---|---|---|---|---|---|")
-    run(model, opt, [setups[next(iter(setups))][0]])  # warm-up
-    times = {name: [] for name in setups}
-    for _ in range(args.rounds):  # interleaved rounds (shared machine)
-        for name, batches in setups.items():
-            times[name].append(run(model, opt, batches))
-    base = None
-    for name, batches in setups.items():
-        sec = min(times[name])
-        slots = sum(x["input_ids"].numel() for x in batches)
-        base = base or real / sec
-        print(f"| {name} | {len(batches)} | {slots} | {1 - real / slots:.1%} | {sec:.1f} | {real / sec:.0f} | "
-              f"{real / sec / base:.2f}x |")
+    times = throughput_report(model, opt, setups, real, args.rounds)
     print(summary_line("packing", {"real_tokens_per_s": {name: round(real / min(t)) for name, t in times.items()}}))
 
 

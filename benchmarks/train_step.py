@@ -190,7 +190,29 @@ class Bench:
         return t
 
 
-def main() -> None:
+RATIOS = [  # (label, slower variant, faster variant): step-time ratios printed when both ran
+    ("bf16 autocast vs fp32 (stage 2)", "stage 2, fp32 (reference)", "stage 2, bf16 autocast"),
+    ("supervised-only logits vs full logits", "stage 2, fp32, full logits", "stage 2, fp32 (reference)"),
+    ("channels-last ConvNeXt vs NCHW", "stage 2, fp32, NCHW ConvNeXt", "stage 2, fp32 (reference)"),
+    ("feature cache vs towers on the fly (stage 2)", "stage 2, fp32 (reference)", "stage 2, fp32, feature cache"),
+    ("feature cache vs towers on the fly (stage 1)", "stage 1, fp32", "stage 1, fp32, feature cache"),
+    ("absorbed mining vs direct K/V mining", "stage 2, fp32, direct mining (MGM K/V)", "stage 2, fp32 (reference)"),
+    ("SDPA vs eager attention", "stage 2, fp32, eager attention", "stage 2, fp32 (reference)"),
+    ("bf16 + cache vs fp32 on the fly (stage 2)", "stage 2, fp32 (reference)", "stage 2, bf16 + feature cache"),
+    ("bf16 weights vs bf16 autocast (stage 2)", "stage 2, bf16 autocast", "stage 2, bf16 weights (no autocast)"),
+    ("frozen parts bf16 vs fp32 under bf16 autocast (stage 2)", "stage 2, bf16 autocast, frozen parts fp32",
+     "stage 2, bf16 autocast"),
+    ("frozen parts bf16 vs fp32 under bf16 autocast (stage 1)", "stage 1, bf16 autocast, frozen parts fp32",
+     "stage 1, bf16 autocast"),
+    ("torch.compile (regional) vs eager, bf16 autocast", "stage 2, bf16 autocast",
+     "stage 2, bf16 autocast, torch.compile"),
+    ("bf16 + cache vs fp32 on the fly (stage 1)", "stage 1, fp32", "stage 1, bf16 + feature cache"),
+]
+Flops = dict[tuple[int, bool], dict[str, float]]  # (stage, feature cache) -> model_flops terms
+
+
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (each runs every variant once)")
@@ -201,7 +223,11 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="only: saved activation bytes and peak RSS per variant "
                         "(one fresh process per variant)")
     parser.add_argument("--rss-child", metavar="VARIANT", help=argparse.SUPPRESS)  # a --memory child
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     if args.rss_child:
         bench, v = Bench(), next(v for v in VARIANTS if v.name == args.rss_child)
@@ -224,20 +250,41 @@ def main() -> None:
     variants = [v for v in VARIANTS if (not args.quick or v.name in QUICK) and (bench.compiled or not v.compiled)]
     tower = tower_forward_flops(m, batch)
     flops = {(s, c): model_flops(m, batch, s, {} if c else tower) for s in (1, 2) for c in (False, True)}
+    peak = time_rounds(bench, variants, args.repeats)
+    print_flops(flops)
+    variant_table(variants, flops, peak)
+    print("\nratios (step time, higher = the lever helps):")
+    by = {v.name: min(v.times["step"]) for v in variants}
+    for label, slow, fast in RATIOS:
+        if slow in by and fast in by:
+            print(f"  {label}: {by[slow] / by[fast]:.2f}x")
+    breakdown_report(bench, args.repeats)
+    print(f"\nload average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(summary_line("train_step", summary_figures(variants, flops, peak)))
+
+
+def time_rounds(bench: Bench, variants: list[Variant], repeats: int) -> dict[torch.dtype, float]:
+    """A warm-up step of each variant, then `repeats` rounds (matmul peaks, then every variant's step, times
+    kept in `Variant.times`); prints and returns the best matmul peak per dtype (GFLOP/s)."""
     peaks: dict[torch.dtype, list[float]] = {torch.float32: [], torch.bfloat16: []}
     for v in variants:  # warm-up (allocator, oneDNN primitives, optimizer state)
         bench.step(v)
-    for r in range(args.repeats):
+    for r in range(repeats):
         for dt in peaks:
             peaks[dt].append(matmul_gflops(dt))
         for v in variants:
             for k, x in bench.step(v).items():
                 v.times[k].append(x)
-        print(f"  round {r + 1}/{args.repeats} done (load {os.getloadavg()[0]:.2f})", flush=True)
+        print(f"  round {r + 1}/{repeats} done (load {os.getloadavg()[0]:.2f})", flush=True)
     peak = {dt: max(x) for dt, x in peaks.items()}
-    print(f"\nmatmul peak (2048^2, best of {args.repeats}): fp32 {peak[torch.float32]:.0f} GFLOP/s, "
+    print(f"\nmatmul peak (2048^2, best of {repeats}): fp32 {peak[torch.float32]:.0f} GFLOP/s, "
           f"bf16 {peak[torch.bfloat16]:.0f} GFLOP/s (all rounds fp32: "
           f"{', '.join(f'{x:.0f}' for x in peaks[torch.float32])})")
+    return peak
+
+
+def print_flops(flops: Flops) -> None:
+    """The FLOP formula and each stage's terms."""
     print("\n" + FLOPS_FORMULA)
     for s in (2, 1):
         f = flops[s, False]
@@ -246,9 +293,13 @@ def main() -> None:
                "llm_attention", "mining_attention", "total_with_attention", "six_nt_total")))
     print("(feature-cache variants: the towers' FLOPs are not counted, they do not run; the bf16-weights variant's "
           "optimizer updates bf16 parameters — DeepSpeed's bf16 mode adds an fp32 master copy)")
-    ref = variants[0]
-    ref_step = min(ref.times["step"])
-    print("\n| variant | step s (median) | fwd+bwd s | fwd s | tokens/s | MFU | MFU+attn | MFU 6NT | step vs reference |")
+
+
+def variant_table(variants: list[Variant], flops: Flops, peak: dict[torch.dtype, float]) -> None:
+    """Step time, tokens/s, the three MFU readings and the speed against the first variant, per variant."""
+    ref_step = min(variants[0].times["step"])
+    print("\n| variant | step s (median) | fwd+bwd s | fwd s | tokens/s | MFU | MFU+attn | MFU 6NT "
+          "| step vs reference |")
     print("|---|---|---|---|---|---|---|---|---|")
     for v in variants:
         step = min(v.times["step"])
@@ -259,39 +310,18 @@ def main() -> None:
               f"{f['tokens'] / step:.0f} | {f['params_total'] / step / p:.2f} | "
               f"{f['total_with_attention'] / step / p:.2f} | {f['six_nt_total'] / step / p:.2f} | "
               f"{ref_step / step:.2f}x |")
-    by = {v.name: min(v.times["step"]) for v in variants}
-    fb = {v.name: min(v.times["fwd_bwd"]) for v in variants}
 
-    def ratio(label: str, slow: str, fast: str) -> None:
-        if slow in by and fast in by:
-            print(f"  {label}: {by[slow] / by[fast]:.2f}x")
 
-    print("\nratios (step time, higher = the lever helps):")
-    ratio("bf16 autocast vs fp32 (stage 2)", "stage 2, fp32 (reference)", "stage 2, bf16 autocast")
-    ratio("supervised-only logits vs full logits", "stage 2, fp32, full logits", "stage 2, fp32 (reference)")
-    ratio("channels-last ConvNeXt vs NCHW", "stage 2, fp32, NCHW ConvNeXt", "stage 2, fp32 (reference)")
-    ratio("feature cache vs towers on the fly (stage 2)", "stage 2, fp32 (reference)", "stage 2, fp32, feature cache")
-    ratio("feature cache vs towers on the fly (stage 1)", "stage 1, fp32", "stage 1, fp32, feature cache")
-    ratio("absorbed mining vs direct K/V mining", "stage 2, fp32, direct mining (MGM K/V)", "stage 2, fp32 (reference)")
-    ratio("SDPA vs eager attention", "stage 2, fp32, eager attention", "stage 2, fp32 (reference)")
-    ratio("bf16 + cache vs fp32 on the fly (stage 2)", "stage 2, fp32 (reference)", "stage 2, bf16 + feature cache")
-    ratio("bf16 weights vs bf16 autocast (stage 2)", "stage 2, bf16 autocast", "stage 2, bf16 weights (no autocast)")
-    ratio("frozen parts bf16 vs fp32 under bf16 autocast (stage 2)", "stage 2, bf16 autocast, frozen parts fp32",
-          "stage 2, bf16 autocast")
-    ratio("frozen parts bf16 vs fp32 under bf16 autocast (stage 1)", "stage 1, bf16 autocast, frozen parts fp32",
-          "stage 1, bf16 autocast")
-    ratio("torch.compile (regional) vs eager, bf16 autocast", "stage 2, bf16 autocast",
-          "stage 2, bf16 autocast, torch.compile")
-    ratio("bf16 + cache vs fp32 on the fly (stage 1)", "stage 1, fp32", "stage 1, bf16 + feature cache")
-    breakdown_report(bench, args.repeats)
-    print(f"\nload average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    figures = {"peak_gflops": {"fp32": round(peak[torch.float32]), "bf16": round(peak[torch.bfloat16])}, "variants": {}}
+def summary_figures(variants: list[Variant], flops: Flops, peak: dict[torch.dtype, float]) -> dict:
+    """The SUMMARY figures: matmul peaks, and step / fwd+bwd seconds and MFU per variant."""
+    figures: dict = {"peak_gflops": {"fp32": round(peak[torch.float32]), "bf16": round(peak[torch.bfloat16])},
+                     "variants": {}}
     for v in variants:
         step, f = min(v.times["step"]), flops[v.stage, v.cache]
-        figures["variants"][v.name] = {"step_s": round(step, 3), "fwd_bwd_s": round(fb[v.name], 3),
+        figures["variants"][v.name] = {"step_s": round(step, 3), "fwd_bwd_s": round(min(v.times["fwd_bwd"]), 3),
                                        "mfu": round(f["params_total"] / step / (peak[v.dtype] * 1e9), 3),
                                        "mfu_attn": round(f["total_with_attention"] / step / (peak[v.dtype] * 1e9), 3)}
-    print(summary_line("train_step", figures))
+    return figures
 
 
 def memory_report(args: argparse.Namespace) -> None:
