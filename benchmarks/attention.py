@@ -14,9 +14,8 @@ FLOPs counted (the causal half of the S^2 query-key pairs, per sequence and head
     forward  = 2 matmuls (Q K^T, P V) x 2 S^2 d / 2          = 2 S^2 d
     backward = 2 x forward (dV, dP, dQ, dK: 4 matmuls)       = 4 S^2 d
     fwd+bwd  = 6 S^2 d, times batch x heads (recomputation inside a kernel is not counted)
-(`benchmarks.common.model_flops`' "llm_attention" term, used by train_step.py's MFU+attn and --profile, is
-k_LLM x the forward count = 12 S^2 d in stage 2: twice this, the value of PaLM's convention that ignores the
-causal mask.) Achieved GFLOP/s = these FLOPs / seconds; "of peak" divides by the matmul peak of the same
+(`benchmarks.common.model_flops`' "llm_attention" term, used by train_step.py's MFU+attn and --profile, counts
+the same 6 S^2 d per layer and sequence.) Achieved GFLOP/s = these FLOPs / seconds; "of peak" divides by the matmul peak of the same
 dtype, same run.
 Not run by CI; `tests/perf/test_attention_bench.py` checks every kernel against fp32 MATH.
 """

@@ -243,9 +243,12 @@ def model_flops(model: MiniGeminiForCausalLM, batch: dict[str, torch.Tensor], st
     }
     # Matmuls without parameters (attention scores and weighted sums), reported separately.
     hr_cells = (cfg.image_size_aux // 4) ** 2 // cfg.tokens_per_view if model.mining is not None else 0
+    # Forward: two matmuls (scores, weighted sum) = 2 FLOPs x d per (query, key) pair, over the causal half of S^2
+    # (LLM) or the M^2 cells of each visual token's window (mining); backward: twice the forward in both stages
+    # (the gradient flows through attention even when the LLM is frozen), so x3.
     attn = {
-        "llm_attention": k_llm * 2 * 2 * text.num_hidden_layers * attn_width * seq_sq / 2,  # causal: half of S^2
-        "mining_attention": 6.0 * 2 * 2 * hr_cells * model.vision_hr.hidden_size * n_visual if hr_cells else 0.0,
+        "llm_attention": 3 * 2 * 2 * text.num_hidden_layers * attn_width * seq_sq / 2,
+        "mining_attention": 3 * 2 * 2 * hr_cells * model.vision_hr.hidden_size * n_visual if hr_cells else 0.0,
     }
     terms["params_total"] = sum(terms.values())
     terms.update(attn)
@@ -270,7 +273,7 @@ model FLOPs per step = k_LLM * P_LLM * T + k_LLM * P_head * T_sup + 6 * (P_proj 
   towers = forward only (frozen): 2 x params x positions, counted with torch.utils.flop_counter
 MFU = model FLOPs / step time / matmul peak (2048^2 matmul, same dtype, measured in this run).
 "MFU+attn" adds the parameter-free matmuls: LLM attention 4 * L * d * S^2 / 2 per sequence (causal),
-and the mining's scores / weighted sums 4 * M^2 * C_hr per visual token, times k (6, 4 or 2).
+and the mining's scores / weighted sums 4 * M^2 * C_hr per visual token, times 3 (forward + backward).
 "MFU 6NT" counts k_LLM * (all LLM params, embedding and LM head included) * T instead of the first two
 terms: the "6 x params x tokens" convention taken literally. It counts FLOPs this code does not do (an
 embedding lookup is no matmul; logits are computed at supervised positions only), so it is an upper
