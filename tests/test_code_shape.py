@@ -15,17 +15,6 @@ FOLDERS = ("minigemini", "data_prep", "benchmarks")
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
-# Functions of benchmarks/ that break the length/typing rules today; another branch splits and types them.
-# TEMPORARY: empty this after that branch is merged. Nothing from minigemini/ or data_prep/ may be listed.
-ALLOWED = {
-    ("benchmarks/train_step.py", "main"),  # 102 lines
-    ("benchmarks/packing.py", "main"),  # 90 lines
-    ("benchmarks/feature_cache.py", "main"),  # 66 lines
-    ("benchmarks/feature_cache.py", "epoch"),  # untyped
-    ("benchmarks/packing.py", "make_samples"),  # untyped
-    ("benchmarks/packing.py", "run"),  # untyped
-}
-
 WEIGHT_WRITER = "minigemini/model/weights.py"  # save_weight_subset: every safetensors file of model weights
 DATA_WRITERS = {  # safetensors files that hold data, not weights: they keep their own save_file call
     "minigemini/data/feature_cache_build.py": "cached tower features (shards of a feature cache)",
@@ -92,13 +81,13 @@ def shape_problems(path: str, source: str, tree: ast.Module) -> list[str]:
     if lines > MAX_FILE_LINES:
         problems.append(f"{path}: {lines} lines > {MAX_FILE_LINES}: split it by concept")
     for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (path, node.name) not in ALLOWED:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = node.end_lineno - node.lineno + 1
             if length > MAX_FUNCTION_LINES:
                 problems.append(f"{path}:{node.lineno}: {node.name}: {length} lines > {MAX_FUNCTION_LINES}")
     for name, fn, is_method in public_functions(tree):
         missing = untyped(fn, is_method)
-        if missing and (path, name) not in ALLOWED:
+        if missing:
             problems.append(f"{path}:{fn.lineno}: {name}: no annotation for {', '.join(missing)}")
     return problems
 
@@ -108,19 +97,6 @@ def test_files_functions_and_public_signatures() -> None:
     for path, tree in sources().items():
         problems += shape_problems(path, (ROOT / path).read_text(encoding="utf-8"), tree)
     assert not problems, "\n".join(problems)
-
-
-def test_allow_list_is_benchmarks_only_and_still_needed() -> None:
-    """The allow-list holds benchmarks/ functions that still break a rule (a fixed one must leave the list)."""
-    assert all(path.startswith("benchmarks/") for path, _ in ALLOWED)
-    trees = sources()
-    for path, name in sorted(ALLOWED):
-        nodes = [n for n in ast.walk(trees[path]) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-                 and n.name == name]
-        assert nodes, f"{path}: no function {name}: remove it from ALLOWED"
-        too_long = any(n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES for n in nodes)
-        bare = any(untyped(n, False) for n in nodes)
-        assert too_long or bare, f"{path}: {name} follows the rules now: remove it from ALLOWED"
 
 
 def test_the_checker_sees_violations() -> None:
