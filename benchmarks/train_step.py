@@ -115,7 +115,7 @@ class Bench:
                 frozen = k != "language_model" or v.stage == 1
                 setattr(m, k, (self.bf16_parts if low and frozen else self.fp32_parts)[k])
         set_stage(m, v.stage)
-        if v.checkpointing != m.is_gradient_checkpointing:
+        if v.checkpointing != m.is_activation_checkpointing:
             if v.checkpointing:
                 m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
