@@ -21,7 +21,6 @@ import argparse
 import os
 import sys
 import tempfile
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,11 +37,6 @@ from benchmarks.common import env_header, median, summary_line, timed
 from benchmarks.pipeline_stages import measure, report
 from minigemini import MiniGeminiConfig, MiniGeminiProcessor
 from minigemini.data.image_pipeline import FastImagePipeline, split_views
-
-# image_pipeline asks for torchvision's decoder deprecation warning "once" (Python would hide it otherwise: a
-# DeprecationWarning outside __main__), so it prints at the first decode; it says nothing about the timings.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                        category=DeprecationWarning)
 
 SIZES = {"normal": [(640, 480), (500, 375), (640, 427), (480, 640)],
          "hd": [(1600, 1200), (1280, 960), (2048, 1536), (1200, 1600)]}

@@ -5,8 +5,8 @@ before it, on the same JPEG files; per image the best of the rounds, then the me
 mgm   decode (PIL open + convert('RGB')), pad (expand2square), the CLIP processor call at the HR size split
       into PIL's bicubic resize alone and the rest (to numpy, centre crop, rescale, normalise, to tensor:
       the same call with do_resize=False on the resized image), LR = bilinear of HR, HD views.
-fast  `minigemini.data.image_pipeline`: decode (torchvision), pad, per target size uint8 -> PIL, PIL bicubic
-      resize, PIL -> uint8 + crop, normalise; LR derivation; HD views.
+fast  `minigemini.data.image_pipeline`: decode and pad (the same PIL calls as MGM's), per target size PIL
+      bicubic resize, PIL -> uint8 + crop, normalise; LR derivation; HD views.
 The steps any path with MGM's pixels must run: decoding the JPEG (the faster of the two decoders: they give
 the same pixels) and PIL's bicubic resize at the HR size (MGM resizes once). The ceiling of an exact path is
 MGM's whole time over those two: no such path can be faster than that, whatever the rest costs.
@@ -27,8 +27,8 @@ from transformers import CLIPImageProcessorPil
 
 from benchmarks.common import median
 from minigemini import MiniGeminiConfig
-from minigemini.data.image_pipeline import (FastImagePipeline, clip_resize_crop, decode_rgb, pad_to_square,
-                                            pil_to_uint8, split_views)
+from minigemini.data.image_pipeline import FastImagePipeline, pil_to_uint8, split_views
+from minigemini.model.image_processing import expand_to_square, load_image
 
 EXACT = ("decode", "PIL bicubic resize")  # stage names every exact path runs (see the module docstring)
 TOTAL = "total (the whole way, one call)"
@@ -89,18 +89,17 @@ def fast_stages(pipe: FastImagePipeline, path: Path) -> tuple[Stages, Tensors]:
     """The fast path's steps (as `FastImagePipeline.__call__` runs them for a JPEG in pad mode), one at a
     time: seconds, tensors."""
     cfg, clock = pipe.config, Clock()
-    x = clock("decode", decode_rgb, path)
-    x = clock("pad", pad_to_square, x, pipe.fill)
+    x = clock("decode", load_image, path)
+    x = clock("pad", expand_to_square, x, pipe.fill)
     sides = [cfg.image_size_aux] + ([] if cfg.lr_from_hr else [cfg.image_size * cfg.image_grid])
     out = []
     for side in sides:  # HR, then LR when it is not derived from HR (its stages are named "... (LR side)")
-        h, w = x.shape[-2:]
+        w, h = x.size
         size = resized_size(h, w, side)
         tag = "" if not out else f" (LR {side})"
-        image = clock(f"uint8 -> PIL{tag}",
-                      lambda: Image.fromarray(np.ascontiguousarray(x.permute(1, 2, 0).numpy())))
-        image = clock(f"PIL bicubic resize{tag}", image.resize, (size[1], size[0]), Image.BICUBIC)
-        y = clock(f"PIL -> uint8, crop{tag}", lambda: clip_resize_crop(pil_to_uint8(image), side))
+        image = clock(f"PIL bicubic resize{tag}", x.resize, (size[1], size[0]), Image.BICUBIC)
+        top, left = (size[0] - side) // 2, (size[1] - side) // 2
+        y = clock(f"PIL -> uint8, crop{tag}", lambda: pil_to_uint8(image)[:, top:top + side, left:left + side])
         out.append(clock(f"normalise{tag}", pipe.normalize, y))
     side, grid = cfg.image_size, cfg.image_grid
     lr = out[-1] if not cfg.lr_from_hr else clock(

@@ -69,6 +69,7 @@ VARIANTS = [
     Variant("stage 1, bf16 + feature cache", stage=1, dtype=torch.bfloat16, cache=True),
 ]
 QUICK = {"stage 2, fp32 (reference)", "stage 2, bf16 autocast", "stage 2, fp32, feature cache", "stage 1, fp32",
+         "stage 1, bf16 autocast",
          "stage 2, bf16 weights (no autocast)", "stage 2, bf16 autocast, frozen parts fp32",
          "stage 2, fp32, gradient checkpointing", "stage 2, fp32, feature cache, gradient checkpointing"}
 FROZEN = ("vision_lr", "vision_hr", "language_model")  # parts that can be frozen (the LLM in stage 1)

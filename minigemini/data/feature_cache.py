@@ -36,7 +36,7 @@ FORMAT = "minigemini-feature-cache"
 # 1: the format string "minigemini-feature-cache/1", preprocessing hashed with the code's source text.
 # 2: explicit version + library versions; the preprocessing hash covers config fields and transforms only.
 FORMAT_VERSION = 2
-LIBRARIES = ("Pillow", "torch", "torchvision")  # decide the decoded/resized pixels and the towers' arithmetic
+LIBRARIES = ("Pillow", "torch")  # decide the decoded/resized pixels and the towers' arithmetic
 INDEX = "index.json"
 SPEC_KEYS_IGNORED = ("weights", "channels_last", "drop_path_rate")  # no effect on a frozen tower's output
 PREPROCESS_FIELDS = ("image_size", "image_size_aux", "image_grid", "image_global", "image_aspect_ratio",
@@ -95,7 +95,7 @@ def preprocess_fingerprint(processor: Any) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    """Installed versions of `LIBRARIES` (Pillow resizes and decodes, torchvision decodes JPEGs, torch computes)."""
+    """Installed versions of `LIBRARIES` (Pillow decodes and resizes, torch computes)."""
     return {name: version(name) for name in LIBRARIES}
 
 

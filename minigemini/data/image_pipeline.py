@@ -1,21 +1,20 @@
 """Fast training-image path: the tensors of `MiniGeminiProcessor.preprocess_image`, computed in fewer passes.
 
-The processor's path decodes with PIL, pads a PIL image, converts it to numpy and runs transformers'
-PIL-backend `CLIPImageProcessorPil` (PIL bicubic resize, numpy centre crop, rescale in float64 -> float32,
-normalise in float32: MGM's transformers-4 pixels). This module computes the same operations on one uint8
-tensor: JPEG decoded by torchvision (libjpeg-turbo, same pixels as PIL for RGB and grayscale JPEGs;
-other files and modes go through the processor's own `load_image`), padded in uint8, resized by PIL's C
-bicubic on that uint8 image (skipped when the size is already right, where PIL would return a copy),
-cropped as a view, converted to float32 in the same pass as the layout change, then `/ 255`, `- mean`,
-`/ std` in place in float32 (float32 `x / 255` equals the processor's float64 `x * (1/255)` rounded to
-float32 for every uint8 value: checked in the tests); LR / HD views are derived as the processor does.
-Result: bit-identical to `preprocess_image` (`tests/data/test_image_pipeline.py`), so a feature cache
-built by the processor matches training on the fly bit for bit.
+The processor's path decodes and pads with PIL, converts to numpy and runs transformers' PIL-backend
+`CLIPImageProcessorPil` (PIL bicubic resize, numpy centre crop, rescale in float64 -> float32, normalise in
+float32: MGM's transformers-4 pixels). This module keeps every step that decides a pixel in PIL, the very
+functions the processor calls (`load_image`, `expand_to_square`, `Image.resize(BICUBIC)`), and replaces the
+numpy rest: the resized uint8 image becomes a tensor in one copy, is cropped as a view, converted to float32
+in the same pass as the layout change, then `/ 255`, `- mean`, `/ std` in place in float32 (float32
+`x / 255` equals the processor's float64 `x * (1/255)` rounded to float32 for every uint8 value: checked in
+the tests); LR / HD views are derived as the processor does. Result: bit-identical to `preprocess_image`
+(`tests/data/test_image_pipeline.py`), so a feature cache built by the processor matches training on the
+fly bit for bit. `benchmarks/data_pipeline.py --stages` shows what bounds it: PIL's bicubic resize, which
+any path with MGM's pixels has to run.
 """
 from __future__ import annotations
 
 import logging
-import warnings
 import weakref
 from pathlib import Path
 from typing import Any
@@ -23,69 +22,33 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.io as tvio
 from PIL import Image
 
 from minigemini.model.configuration import MiniGeminiConfig
+from minigemini.model.image_processing import expand_to_square
 from minigemini.model.processing import MiniGeminiProcessor, load_image
 
 logger = logging.getLogger(__name__)
-JPEG_MODES = ("RGB", "L")  # JPEG colour modes torchvision decodes to PIL's RGB pixels (CMYK etc. go via PIL)
 ASPECT_MODES = ("pad", "resize", "crop")
 UINT8_MAX = 255  # CLIPImageProcessor's rescale_factor is 1 / UINT8_MAX
-# torchvision >= 0.29 warns on every decode that torchcodec will take image decoding over one day; the
-# decoder is the same libjpeg-turbo and the tests compare its pixels with PIL's, so one warning per run is enough.
-warnings.filterwarnings("once", message="The image decoding and encoding capabilities of TorchVision",
-                        category=DeprecationWarning)
 
 
 def pil_to_uint8(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> uint8 [3, H, W] in HWC memory (as torchvision's decoder returns it), one copy."""
+    """RGB PIL image -> uint8 [3, H, W] in HWC memory, one copy."""
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
 
 
-def decode_rgb(image: str | Path | Image.Image) -> torch.Tensor:
-    """Decode to uint8 RGB [3, H, W] with the pixels of `load_image` (EXIF orientation applied)."""
-    if isinstance(image, Image.Image):
-        return pil_to_uint8(load_image(image))
-    with Image.open(image) as probe:  # reads the header only
-        fast = probe.format == "JPEG" and probe.mode in JPEG_MODES
-    if not fast:
-        return pil_to_uint8(load_image(image))
-    try:
-        data = tvio.read_file(str(image))
-        return tvio.decode_jpeg(data, mode=tvio.ImageReadMode.RGB, apply_exif_orientation=True)
-    except RuntimeError as exc:  # truncated/corrupt data: PIL raises OSError there, so do we
-        raise OSError(f"cannot decode JPEG {image}: {exc}") from exc
-
-
-def pad_to_square(x: torch.Tensor, fill: tuple[int, int, int]) -> torch.Tensor:
-    """Centre `x` [3, H, W] on a square uint8 canvas of `fill` (LLaVA/MGM `expand2square`)."""
-    _, h, w = x.shape
-    if h == w:
-        return x
-    side = max(h, w)
-    top, left = (side - h) // 2, (side - w) // 2
-    canvas = torch.empty(side, side, 3, dtype=torch.uint8)  # HWC memory, as decoded
-    rows = canvas.view(side, side * 3)
-    pattern = torch.tensor(fill, dtype=torch.uint8).repeat(side)  # one row of fill: bands are row copies
-    for band in (rows[:top], rows[top + h:], rows[top:top + h, :left * 3], rows[top:top + h, (left + w) * 3:]):
-        band.copy_(pattern[:band.shape[1]].expand_as(band))
-    canvas[top:top + h, left:left + w] = x.permute(1, 2, 0)
-    return canvas.permute(2, 0, 1)
-
-
-def clip_resize_crop(x: torch.Tensor, side: int) -> torch.Tensor:
-    """CLIPImageProcessorPil's geometry on uint8: shortest edge -> `side` (PIL bicubic), centre crop."""
-    h, w = x.shape[-2:]
+def clip_resize_crop(image: Image.Image, side: int) -> torch.Tensor:
+    """CLIPImageProcessorPil's geometry: shortest edge -> `side` (PIL bicubic; skipped when the size is
+    already right, where PIL would return a copy), then the centre crop, as a uint8 [3, side, side] view."""
+    w, h = image.size
     short, long = (h, w) if h <= w else (w, h)
     new_long = int(side * long / short)
     size = (side, new_long) if h <= w else (new_long, side)
     if (h, w) != size:
-        image = Image.fromarray(np.ascontiguousarray(x.permute(1, 2, 0).numpy()))  # no copy when HWC in memory
-        x = pil_to_uint8(image.resize((size[1], size[0]), Image.BICUBIC))
+        image = image.resize((size[1], size[0]), Image.BICUBIC)
     top, left = (size[0] - side) // 2, (size[1] - side) // 2
-    return x[:, top:top + side, left:left + side]
+    return pil_to_uint8(image)[:, top:top + side, left:left + side]
 
 
 def split_views(lr: torch.Tensor, side: int, grid: int, use_global: bool) -> torch.Tensor:
@@ -98,7 +61,7 @@ def split_views(lr: torch.Tensor, side: int, grid: int, use_global: bool) -> tor
 
 
 class FastImagePipeline:
-    """`pipeline(image)` == `MiniGeminiProcessor(…, config).preprocess_image(image)`, decoded once, uint8 to the end."""
+    """`pipeline(image)` == `MiniGeminiProcessor(…, config).preprocess_image(image)`: PIL decides the pixels, torch the rest."""
 
     def __init__(self, config: MiniGeminiConfig) -> None:
         if config.image_aspect_ratio not in ASPECT_MODES:
@@ -115,14 +78,16 @@ class FastImagePipeline:
         out.copy_(x)  # layout change and conversion in one pass (2x faster than .contiguous().float())
         return out.div_(UINT8_MAX).sub_(self.mean).div_(self.std)
 
-    def squared(self, image: str | Path | Image.Image) -> torch.Tensor:
-        """The decoded image after the aspect-ratio step, uint8 [3, H, W]."""
+    def squared(self, image: str | Path | Image.Image) -> Image.Image:
+        """The decoded image after the aspect-ratio step (the processor's `square`, same PIL calls)."""
+        pil = load_image(image)
         mode = self.config.image_aspect_ratio
-        if mode == "resize":  # the processor resizes the PIL image to the full side here: do the same
+        if mode == "pad":
+            return expand_to_square(pil, self.fill)
+        if mode == "resize":  # the processor resizes to the full side here
             side = self.config.image_size_aux
-            return pil_to_uint8(load_image(image).resize((side, side), Image.BICUBIC))
-        x = decode_rgb(image)
-        return pad_to_square(x, self.fill) if mode == "pad" else x
+            return pil.resize((side, side), Image.BICUBIC)
+        return pil
 
     def __call__(self, image: str | Path | Image.Image) -> dict[str, torch.Tensor]:
         """{"images": LR [3,h,w] (HD: [V,3,h,w]), "images_aux": HR [3,H,W] when the config uses HR}."""

@@ -197,12 +197,12 @@ def test_other_format_version_is_refused(tiny_model_dir: Path, data: tuple[Path,
 
 def test_other_library_versions_are_refused(tiny_model_dir: Path, data: tuple[Path, Path], cache: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pillow / torch / torchvision decide pixels and features: a cache built under other versions is stale."""
+    """Pillow and torch decide pixels and features: a cache built under other versions is stale."""
     from importlib.metadata import version
 
     from minigemini.data import feature_cache
 
-    installed = {name: version(name) for name in ("Pillow", "torch", "torchvision")}
+    installed = {name: version(name) for name in ("Pillow", "torch")}
     assert FeatureCache(cache).index["libraries"] == installed
     model = _model(tiny_model_dir)
     ds = LazySupervisedDataset(data[0], MiniGeminiProcessor.from_pretrained(tiny_model_dir), image_folder=data[1])
@@ -215,11 +215,11 @@ def test_other_library_versions_are_refused(tiny_model_dir: Path, data: tuple[Pa
     assert f"is stale: it was built with Pillow 9.0.0 (installed: {installed['Pillow']}); rebuild it with " \
            f"`minigemini prep cache-features ... --out {cache} --overwrite` or train without it" in message
     _edit_index(cache, libraries=installed)
-    monkeypatch.setattr(feature_cache, "library_versions", lambda: {**installed, "torchvision": "0.1.0"})
-    with pytest.raises(FeatureCacheError, match=rf"built with torchvision {installed['torchvision']} \(installed: "
+    monkeypatch.setattr(feature_cache, "library_versions", lambda: {**installed, "torch": "0.1.0"})
+    with pytest.raises(FeatureCacheError, match=rf"built with torch {installed['torch']} \(installed: "
                                                 r"0\.1\.0\)"):
         CachedFeatureDataset(ds, cache, model)
-    with pytest.raises(FeatureCacheError, match=r"holds a stale feature cache: it was built with torchvision .*"
+    with pytest.raises(FeatureCacheError, match=r"holds a stale feature cache: it was built with torch .*"
                                                 "pass --overwrite"):
         build_feature_cache(tiny_model_dir, data[0], cache, image_folder=data[1], dtype="fp32", workers=0,
                             progress=False)
