@@ -148,7 +148,7 @@ def train_variant(s: DemoSettings, phases: Phases, base: Path, data: Any, name: 
         curves[stage], adapter = result.losses, result.output_dir
         if s.feature_cache and cache is None:
             label = phases.next(f"{name} feature cache")
-            cache = cache_features(s, adapter, data.train, s.out / "feature_cache" / name)
+            cache = cache_features(s, adapter, data.train, s.out / "feature_cache" / name, desc=label)
             print(f"{label}: the frozen towers' features of {s.num_train} images ({s.precision}) in {cache}",
                   flush=True)
     return adapter, curves
@@ -206,12 +206,12 @@ def build_base(s: DemoSettings, data: Any) -> Path:
                             vocab_size=vocab, seed=s.seed, shapes=shapes)
 
 
-def cache_features(s: DemoSettings, model_dir: Path, data_file: Path, out: Path) -> Path:
+def cache_features(s: DemoSettings, model_dir: Path, data_file: Path, out: Path, desc: str) -> Path:
     """`minigemini prep cache-features` for the stage-1 model's (frozen, unchanged) towers."""
     from minigemini.data.feature_cache_build import build_feature_cache
 
     summary = build_feature_cache(model_dir, data_file, out, image_folder=Path(data_file).parent, dtype=s.precision,
-                                  workers=0, overwrite=True)
+                                  workers=0, overwrite=True, progress=desc)
     if summary["failures"]:
         raise RuntimeError(f"feature cache: {len(summary['failures'])} images failed, e.g. {summary['failures'][:3]}")
     return out

@@ -162,9 +162,10 @@ def _tower_features(images: list[dict[str, torch.Tensor]], lr_tower: nn.Module, 
 def build_feature_cache(model_dir: str | Path, data: Any, out: str | Path, image_folder: str | Path | None = None,
                         dtype: str = "bf16", batch_size: int = 8, workers: int = 2, shard_size: int = 256,
                         overwrite: bool = False, device: str | None = None, image_field: str = "image",
-                        progress: bool = True) -> dict[str, Any]:
+                        progress: bool | str = True) -> dict[str, Any]:
     """Cache LR/HR features of every distinct image of `data`; resumes a matching cache, refuses (or with
-    `overwrite` rebuilds) a stale one. Returns a summary: counts, failures (image, reason), bytes per image."""
+    `overwrite` rebuilds) a stale one. `progress`: a bar (False: none; a string: the bar's label). Returns a
+    summary: counts, failures (image, reason), bytes per image."""
     from tqdm import tqdm
 
     from ..model.processing import MiniGeminiProcessor
@@ -186,7 +187,8 @@ def build_feature_cache(model_dir: str | Path, data: Any, out: str | Path, image
     writer = _ShardWriter(out, index, shard_size)
     written = 0
     with torch.inference_mode():
-        for batch in tqdm(loader, desc="caching tower features", unit="batch", disable=not progress):
+        desc = progress if isinstance(progress, str) else "caching tower features"
+        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress):
             good = [(i, x, fp) for i, x, fp in batch if not isinstance(x, str)]
             failures += [(str(items[i][0]), x) for i, x, _ in batch if isinstance(x, str)]
             if not good:
