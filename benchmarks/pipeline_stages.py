@@ -7,8 +7,8 @@ mgm   decode (PIL open + convert('RGB')), pad (expand2square), the CLIP processo
       the same call with do_resize=False on the resized image), LR = bilinear of HR, HD views.
 fast  `minigemini.data.image_pipeline`: decode and pad (the same PIL calls as MGM's), per target size PIL
       bicubic resize, PIL -> uint8 + crop, normalise; LR derivation; HD views.
-The steps any path with MGM's pixels must run: decoding the JPEG (the faster of the two decoders: they give
-the same pixels) and PIL's bicubic resize at the HR size (MGM resizes once). The ceiling of an exact path is
+The steps any path with MGM's pixels must run: decoding the JPEG (the same PIL call in both ways; the lower
+of its two timings) and PIL's bicubic resize at the HR size (MGM resizes once). The ceiling of an exact path is
 MGM's whole time over those two: no such path can be faster than that, whatever the rest costs.
 """
 
@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -157,7 +156,7 @@ def report(kind: str, ms: dict[str, Stages]) -> dict:
     floor = min(ms["mgm"][decode], ms["fast"][decode]) + ms["mgm"][resize]
     ceiling = total["mgm"] / floor
     print(f"PIL's bicubic resize alone is {ms['mgm'][resize] / total['mgm']:.0%} of MGM's time; "
-          f"decode (faster decoder) + that resize = {floor:.1f} ms of MGM's {total['mgm']:.1f} ms")
+          f"decode (lower of its two timings) + that resize = {floor:.1f} ms of MGM's {total['mgm']:.1f} ms")
     print(f"ceiling for an exact path (MGM's pixels): {ceiling:.2f}x MGM's way (fast path now: "
           f"{total['mgm'] / total['fast']:.2f}x)")
     return {"ms": {name: {k: round(v, 2) for k, v in stages.items()} for name, stages in ms.items()},

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from minigemini.model.configuration import MiniGeminiConfig
-from minigemini.model.image_processing import expand_to_square
-from minigemini.model.processing import MiniGeminiProcessor, load_image
+from minigemini.model.image_processing import expand_to_square, load_image
+from minigemini.model.processing import MiniGeminiProcessor
 
 logger = logging.getLogger(__name__)
 ASPECT_MODES = ("pad", "resize", "crop")
